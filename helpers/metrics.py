@@ -1,0 +1,126 @@
+"""Alignment and similarity metrics, offline for the embedded model.
+
+* :class:`Scorer` bundles the attribute evaluator (exact attributes of an image) and a
+  CLIP model for CLIPScore (``torchmetrics``), image-CLIPScore and a CLIP-feature FID.
+* For the embedded model both come from ``data/models/tiny-shapes-sd`` (``clip/`` and
+  ``evaluator/``); for real models pass a real CLIP id (e.g. ``openai/clip-vit-large-patch14``).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from . import tiny_model
+from .evaluator import AttributeEvaluator, accuracy, to_tensor
+
+ImageBatch = torch.Tensor | np.ndarray | Sequence
+
+
+def images_to_uint8(images: ImageBatch) -> torch.Tensor:
+    """Images (PIL list, HWC arrays in [0,1] or uint8, or a tensor) as uint8 ``(n, 3, H, W)``."""
+    if isinstance(images, torch.Tensor) and images.dtype == torch.uint8:
+        return images if images.shape[1] == 3 else images.permute(0, 3, 1, 2)
+    if not isinstance(images, (torch.Tensor, np.ndarray)):
+        images = np.stack([np.asarray(im) for im in images])
+    if isinstance(images, np.ndarray):
+        arr = images if images.dtype == np.uint8 else np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
+        return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+    x = images.float()
+    x = x if x.shape[1] == 3 else x.permute(0, 3, 1, 2)
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def l1_distance(a: ImageBatch, b: ImageBatch) -> np.ndarray:
+    """Mean absolute pixel difference per image pair, pixels in [0, 1]."""
+    xa, xb = images_to_uint8(a).float() / 255, images_to_uint8(b).float() / 255
+    return (xa - xb).abs().flatten(1).mean(1).numpy()
+
+
+def attribute_alignment(
+    predictions: Sequence[Mapping[str, str]], truths: Sequence[Mapping[str, str]]
+) -> np.ndarray:
+    """Per image, the fraction of the truth's named attributes that the prediction matches."""
+    return np.array([np.mean([p[k] == v for k, v in t.items() if k in p]) for p, t in zip(predictions, truths)])
+
+
+class Scorer:
+    """Lazy bundle of the offline metric models for one model family.
+
+    Args:
+        clip_path: a CLIPModel folder or hub id; default: the embedded model's CLIP.
+        evaluator_path: the attribute evaluator folder; default: the embedded model's.
+    """
+
+    def __init__(self, clip_path: str | Path | None = None, evaluator_path: str | Path | None = None) -> None:
+        model_dir = tiny_model.default_model_dir()
+        self.clip_path = str(clip_path or model_dir / "clip")
+        self.evaluator_path = Path(evaluator_path or model_dir / "evaluator")
+
+    @cached_property
+    def evaluator(self) -> AttributeEvaluator:
+        return AttributeEvaluator.load(self.evaluator_path)
+
+    @cached_property
+    def _clip(self):
+        from transformers import CLIPModel, CLIPProcessor
+
+        if not Path(self.clip_path).exists() and "/" not in self.clip_path:
+            raise FileNotFoundError(f"no CLIP model at {self.clip_path}")
+        return CLIPModel.from_pretrained(self.clip_path).eval(), CLIPProcessor.from_pretrained(self.clip_path)
+
+    def attributes(self, images: ImageBatch) -> list[dict[str, str]]:
+        """The evaluator's reading of each image (shape, color, size, position, pattern, background)."""
+        return self.evaluator.predict(to_tensor(images_to_uint8(images)))
+
+    def attribute_accuracy(self, images: ImageBatch, truths: Sequence[Mapping[str, str]]) -> dict[str, float]:
+        """Fraction of images whose attribute equals the truth, per attribute named in every truth."""
+        return accuracy(self.attributes(images), truths)
+
+    def clip_score(self, images: ImageBatch, prompts: Sequence[str]) -> np.ndarray:
+        """CLIPScore (100 * max(cos, 0)) per image-prompt pair, computed by ``torchmetrics``."""
+        from torchmetrics.functional.multimodal import clip_score
+
+        x = images_to_uint8(images)
+        return np.array([
+            float(clip_score(x[i], prompts[i], model_name_or_path=lambda: self._clip)) for i in range(len(prompts))
+        ])
+
+    @torch.no_grad()
+    def image_features(self, images: ImageBatch) -> torch.Tensor:
+        """L2-normalised CLIP image embeddings."""
+        model, processor = self._clip
+        inputs = processor(images=list(images_to_uint8(images)), return_tensors="pt")
+        feats = model.get_image_features(pixel_values=inputs["pixel_values"])
+        feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
+        return torch.nn.functional.normalize(feats, dim=-1)
+
+    def image_clip_score(self, images: ImageBatch, references: ImageBatch) -> np.ndarray:
+        """Image-CLIPScore: 100 * cosine similarity of CLIP image embeddings, pairwise."""
+        a, b = self.image_features(images), self.image_features(references)
+        return (100 * (a * b).sum(-1).clamp(min=0)).numpy()
+
+    def clip_fid(self, images: ImageBatch, references: ImageBatch) -> float:
+        """FID between two image sets in our CLIP's image-feature space (``torchmetrics``).
+
+        Not Inception FID: it uses the embedded CLIP image tower as the feature extractor,
+        so values are only comparable with each other.
+        """
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        scorer = self
+
+        class _ClipFeatures(torch.nn.Module):
+            num_features = None
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return scorer.image_features(x)
+
+        fid = FrechetInceptionDistance(feature=_ClipFeatures(), normalize=False)
+        fid.update(images_to_uint8(references), real=True)
+        fid.update(images_to_uint8(images), real=False)
+        return float(fid.compute())

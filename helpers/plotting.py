@@ -1,0 +1,67 @@
+"""Figures shared by the notebooks: image grids and attention overlays (seaborn style)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def setup_style() -> None:
+    """The seaborn theme every notebook uses."""
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+
+
+def image_grid(
+    images: Sequence[np.ndarray] | np.ndarray,
+    titles: Sequence[str] | None = None,
+    ncols: int = 6,
+    size: float = 1.8,
+    suptitle: str | None = None,
+    row_labels: Sequence[str] | None = None,
+):
+    """Show images in a grid with optional titles (wrapped); returns the figure."""
+    images = list(images)
+    n = len(images)
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if titles else 0)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.grid(False)
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(np.clip(images[i], 0, 1) if np.asarray(images[i]).dtype != np.uint8 else images[i],
+                  cmap=None if np.asarray(images[i]).ndim == 3 else "magma")
+        if titles:
+            ax.set_title(_wrap(titles[i]), fontsize=7)
+    if row_labels:
+        for r, label in enumerate(row_labels[:nrows]):
+            axes[r, 0].set_ylabel(label, fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """Blend a heat map (any resolution, upsampled to the image) over an RGB image."""
+    import torch
+
+    h = torch.as_tensor(np.asarray(heat, dtype=np.float32))[None, None]
+    h = torch.nn.functional.interpolate(h, size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
+    h = (h - h.min()) / (h.max() - h.min() + 1e-8)
+    cmap = plt.get_cmap("jet")(h)[..., :3]
+    img = image.astype(np.float32) / 255 if image.dtype == np.uint8 else image
+    return (1 - alpha) * img + alpha * cmap
+
+
+def _wrap(text: str, width: int = 28) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width)[:3])

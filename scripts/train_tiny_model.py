@@ -1,0 +1,357 @@
+#!/usr/bin/env python
+"""Train the embedded default model (``data/models/tiny-shapes-sd``) from nothing.
+
+Stages, in order, each checkpointed so an interrupted run resumes where it stopped:
+
+1. ``data``      render the synthetic training images (held-out shape x colour pairs excluded)
+2. ``clip``      contrastive pre-training of a CLIPTextModel + CLIPVisionModel (a CLIPModel)
+3. ``vae``       AutoencoderKL, 64x64x3 <-> 16x16x4 (trained on 32x32 crops, then full size)
+4. ``evaluator`` the attribute evaluator (on all pairs, augmented renders; no shared weights)
+5. ``latents``   encode the training images once, fix the VAE ``scaling_factor``
+6. ``unet``      UNet2DConditionModel, epsilon prediction, 10% empty-prompt dropout, EMA
+7. ``export``    save the StableDiffusionPipeline folder, the CLIPModel and the evaluator
+
+Usage::
+
+    python scripts/train_tiny_model.py                      # full run, CPU or CUDA
+    python scripts/train_tiny_model.py --profile smoke --work-dir /tmp/smoke --out /tmp/smoke/model
+
+Every random draw comes from the seed and the step number, so a resumed run is
+identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from helpers import tiny_model as tm  # noqa: E402
+from helpers import toyworld  # noqa: E402
+from helpers.evaluator import AttributeEvaluator, augment  # noqa: E402
+
+PROFILES: dict[str, dict[str, int]] = {
+    "full": dict(n_images=30000, n_held_out=3000, clip_steps=600, clip_batch=128, vae_steps=3000, vae_batch=32,
+                 eval_steps=400, eval_batch=128, unet_steps=5000, unet_batch=64, ckpt_every=250),
+    "smoke": dict(n_images=96, n_held_out=32, clip_steps=3, clip_batch=16, vae_steps=4, vae_batch=4,
+                  eval_steps=3, eval_batch=16, unet_steps=4, unet_batch=8, ckpt_every=2),
+}
+STAGES = ("data", "clip", "vae", "evaluator", "latents", "unet", "export")
+CLIP_MEAN = CLIP_STD = (0.5, 0.5, 0.5)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def step_generator(seed: int, stage: str, step: int) -> tuple[torch.Generator, np.random.Generator]:
+    """Per-step torch and numpy generators: resuming at any step reproduces the same draws."""
+    key = [seed, STAGES.index(stage), step]
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence(key).generate_state(1)[0]))
+    return g, np.random.default_rng(key)
+
+
+class Checkpointer:
+    """Saves ``{name: module_or_optimizer}`` state every ``every`` steps, atomically."""
+
+    def __init__(self, path: Path, every: int) -> None:
+        self.path, self.every = path, every
+
+    def resume(self, objects: dict) -> int:
+        if not self.path.exists():
+            return 0
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        for name, obj in objects.items():
+            obj.load_state_dict(state[name])
+        log(f"resumed {self.path.name} at step {state['step']}")
+        return int(state["step"])
+
+    def maybe_save(self, step: int, objects: dict, force: bool = False) -> None:
+        if force or step % self.every == 0:
+            tmp = self.path.with_suffix(".tmp")
+            torch.save({"step": step, **{n: o.state_dict() for n, o in objects.items()}}, tmp)
+            tmp.replace(self.path)
+
+
+@dataclasses.dataclass
+class Run:
+    work: Path
+    out: Path
+    cfg: dict
+    seed: int
+    device: torch.device
+    log_data: dict = dataclasses.field(default_factory=dict)
+
+    def done(self, stage: str) -> bool:
+        return (self.work / f"{stage}.done").exists()
+
+    def mark(self, stage: str, seconds: float, **info) -> None:
+        self.log_data.setdefault("stages", {})[stage] = {"seconds": round(seconds, 1), **info}
+        (self.work / f"{stage}.done").write_text(json.dumps(self.log_data["stages"][stage]))
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+
+
+def load_data(run: Run) -> dict:
+    data = np.load(run.work / "data.npz")
+    scenes = json.loads((run.work / "scenes.json").read_text())
+    return {"images": data["images"], "held_images": data["held_images"],
+            "scenes": [toyworld.Scene(**s) for s in scenes["train"]],
+            "held_scenes": [toyworld.Scene(**s) for s in scenes["held"]]}
+
+
+def stage_data(run: Run) -> None:
+    cfg = run.cfg
+    train = toyworld.dataset(cfg["n_images"], seed=run.seed, held_out="exclude")
+    held = toyworld.dataset(cfg["n_held_out"], seed=run.seed + 1, held_out="only")
+    images = np.stack([toyworld.render(s)[0] for s in tqdm(train, desc="render train", mininterval=5)])
+    held_images = toyworld.render_batch(held)
+    np.savez(run.work / "data.npz", images=images, held_images=held_images)
+    (run.work / "scenes.json").write_text(json.dumps({"train": [dataclasses.asdict(s) for s in train],
+                                                      "held": [dataclasses.asdict(s) for s in held]}))
+
+
+def tokenize(tokenizer, captions: list[str], max_length: int = tm.MAX_LENGTH) -> torch.Tensor:
+    return tokenizer(captions, padding="max_length", max_length=max_length, truncation=True,
+                     return_tensors="pt").input_ids
+
+
+def stage_clip(run: Run, tokenizer) -> dict:
+    cfg, data = run.cfg, load_data(run)
+    torch.manual_seed(run.seed)
+    model = tm.clip_model(tokenizer).to(run.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + np.cos(np.pi * s / cfg["clip_steps"])))
+    ck = Checkpointer(run.work / "clip.ckpt", cfg["ckpt_every"])
+    objs = {"model": model, "opt": opt, "sched": sched}
+    start = ck.resume(objs)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    losses = []
+    for step in tqdm(range(start, cfg["clip_steps"]), desc="clip", initial=start, total=cfg["clip_steps"], mininterval=10):
+        g, rng = step_generator(run.seed, "clip", step)
+        idx = rng.integers(len(data["images"]), size=cfg["clip_batch"])
+        pixels = (images_to_tensor(data["images"][idx]) - mean) / mean
+        # causal text tower: the first [EOS] (pooled) never sees later padding, so 32 tokens suffice here
+        ids = tokenize(tokenizer, [toyworld.caption(data["scenes"][i], rng) for i in idx], max_length=32)
+        loss = model(input_ids=ids.to(run.device), pixel_values=pixels.to(run.device), return_loss=True).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        ck.maybe_save(step + 1, objs)
+    ck.maybe_save(cfg["clip_steps"], objs, force=True)
+    model.save_pretrained(run.work / "clip")
+    return {"final_loss": float(np.mean(losses[-50:])) if losses else None}
+
+
+def stage_vae(run: Run) -> dict:
+    cfg, data = run.cfg, load_data(run)
+    torch.manual_seed(run.seed)
+    vae = tm.vae_model().to(run.device)
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    steps = cfg["vae_steps"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * (0.1 if s > 0.8 * steps else 1.0))
+    ck = Checkpointer(run.work / "vae.ckpt", cfg["ckpt_every"])
+    objs = {"vae": vae, "opt": opt, "sched": sched}
+    start = ck.resume(objs)
+    losses = []
+    for step in tqdm(range(start, steps), desc="vae", initial=start, total=steps, mininterval=10):
+        g, rng = step_generator(run.seed, "vae", step)
+        idx = rng.integers(len(data["images"]), size=cfg["vae_batch"])
+        x = images_to_tensor(data["images"][idx]) * 2 - 1
+        if step < 0.85 * steps:  # fully convolutional: 32x32 crops are 4x cheaper
+            ox, oy = (int(v) * 4 for v in rng.integers(0, 9, size=2))
+            x = x[:, :, oy:oy + 32, ox:ox + 32]
+        x = x.to(run.device)
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample(generator=None)).sample
+        loss_rec = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+        loss_col = F.mse_loss(F.avg_pool2d(rec, 4), F.avg_pool2d(x, 4))  # colour fidelity
+        loss = loss_rec + 2.0 * loss_col + 1e-6 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss_rec.item())
+        ck.maybe_save(step + 1, objs)
+    ck.maybe_save(steps, objs, force=True)
+    vae.eval()
+    with torch.no_grad():
+        x = images_to_tensor(data["held_images"][:256]).to(run.device) * 2 - 1
+        rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        psnr = float(10 * torch.log10(4.0 / F.mse_loss(rec, x)))
+    vae.save_pretrained(run.work / "vae")
+    log(f"VAE PSNR on held-out-pair renders: {psnr:.1f} dB")
+    return {"psnr_held_out_pairs_db": round(psnr, 2)}
+
+
+def stage_evaluator(run: Run) -> dict:
+    cfg, data = run.cfg, load_data(run)
+    torch.manual_seed(run.seed)
+    model = AttributeEvaluator().to(run.device)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * s / cfg["eval_steps"])))
+    ck = Checkpointer(run.work / "evaluator.ckpt", cfg["ckpt_every"])
+    objs = {"model": model, "opt": opt, "sched": sched}
+    start = ck.resume(objs)
+    images = np.concatenate([data["images"], data["held_images"]])
+    scenes = data["scenes"] + data["held_scenes"]
+    labels = {n: torch.tensor([s.labels()[n] for s in scenes]) for n in toyworld.ATTRIBUTES}
+    model.train()
+    for step in tqdm(range(start, cfg["eval_steps"]), desc="evaluator", initial=start, total=cfg["eval_steps"], mininterval=10):
+        g, rng = step_generator(run.seed, "evaluator", step)
+        idx = rng.integers(len(images), size=cfg["eval_batch"])
+        x = images_to_tensor(images[idx])
+        x = torch.where(torch.rand(len(idx), 1, 1, 1, generator=g) < 0.75, augment(x, g), x)
+        logits = model(x.to(run.device))
+        loss = sum(F.cross_entropy(logits[n], labels[n][idx].to(run.device)) for n in logits)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        ck.maybe_save(step + 1, objs)
+    ck.maybe_save(cfg["eval_steps"], objs, force=True)
+    model.eval().cpu().save(run.work / "evaluator")
+    return {}
+
+
+def stage_latents(run: Run) -> dict:
+    from diffusers import AutoencoderKL
+
+    data = load_data(run)
+    vae = AutoencoderKL.from_pretrained(run.work / "vae").to(run.device).eval()
+    chunks = []
+    with torch.no_grad():
+        for i in tqdm(range(0, len(data["images"]), 256), desc="encode", mininterval=10):
+            x = images_to_tensor(data["images"][i:i + 256]).to(run.device) * 2 - 1
+            chunks.append(vae.encode(x).latent_dist.mode().cpu())
+    latents = torch.cat(chunks)
+    scaling = float(1.0 / latents.std())
+    vae.register_to_config(scaling_factor=scaling)
+    vae.save_pretrained(run.work / "vae")
+    torch.save(latents * scaling, run.work / "latents.pt")
+    log(f"latents {tuple(latents.shape)}, scaling_factor {scaling:.4f}")
+    return {"scaling_factor": scaling}
+
+
+def stage_unet(run: Run, tokenizer) -> dict:
+    from diffusers.training_utils import EMAModel
+    from transformers import CLIPModel
+
+    cfg, data = run.cfg, load_data(run)
+    latents = torch.load(run.work / "latents.pt")
+    text_encoder = CLIPModel.from_pretrained(run.work / "clip").text_model.to(run.device).eval().requires_grad_(False)
+    torch.manual_seed(run.seed)
+    unet = tm.unet_model().to(run.device)
+    ema = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
+    opt = torch.optim.AdamW(unet.parameters(), lr=4e-4, weight_decay=0.01)
+    steps = cfg["unet_steps"]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200) * (0.5 + 0.5 * np.cos(np.pi * s / steps)))
+    noise_sched = tm.scheduler()
+    ck = Checkpointer(run.work / "unet.ckpt", cfg["ckpt_every"])
+    objs = {"unet": unet, "ema": ema, "opt": opt, "sched": sched}
+    start = ck.resume(objs)
+    losses = []
+    bar = tqdm(range(start, steps), desc="unet", initial=start, total=steps, mininterval=10)
+    for step in bar:
+        g, rng = step_generator(run.seed, "unet", step)
+        idx = rng.integers(len(latents), size=cfg["unet_batch"])
+        captions = ["" if rng.random() < 0.1 else toyworld.caption(data["scenes"][i], rng) for i in idx]
+        with torch.no_grad():
+            cond = text_encoder(tokenize(tokenizer, captions).to(run.device)).last_hidden_state
+        x0 = latents[idx].to(run.device)
+        noise = torch.randn(x0.shape, generator=g).to(run.device)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(idx),), generator=g).to(run.device)
+        pred = unet(noise_sched.add_noise(x0, noise, t), t, encoder_hidden_states=cond).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        ema.step(unet.parameters())
+        losses.append(loss.item())
+        if step % 50 == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        ck.maybe_save(step + 1, objs)
+    ck.maybe_save(steps, objs, force=True)
+    ema.copy_to(unet.parameters())
+    unet.save_pretrained(run.work / "unet")
+    return {"final_loss": float(np.mean(losses[-200:])) if losses else None}
+
+
+def stage_export(run: Run, tokenizer) -> dict:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    clip = CLIPModel.from_pretrained(run.work / "clip")
+    text_encoder = clip.text_model  # transformers 5: CLIPModel.text_model is a CLIPTextModel
+    pipe = tm.assemble_pipeline(tokenizer, text_encoder, AutoencoderKL.from_pretrained(run.work / "vae"),
+                                UNet2DConditionModel.from_pretrained(run.work / "unet"))
+    run.out.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(run.out)
+    clip.save_pretrained(run.out / "clip")
+    image_processor = CLIPImageProcessor(size={"shortest_edge": toyworld.IMAGE_SIZE},
+                                         crop_size={"height": toyworld.IMAGE_SIZE, "width": toyworld.IMAGE_SIZE},
+                                         image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(run.out / "clip")
+    AttributeEvaluator.load(run.work / "evaluator").save(run.out / "evaluator")
+    return {}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
+    parser.add_argument("--work-dir", type=Path, default=Path(".cache/train_tiny"))
+    parser.add_argument("--out", type=Path, default=tm.default_model_dir())
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    run = Run(work=args.work_dir, out=args.out, cfg=PROFILES[args.profile], seed=args.seed, device=torch.device(args.device))
+    log_path = args.work_dir / "training_log.json"
+    if log_path.exists():
+        run.log_data = json.loads(log_path.read_text())
+    run.log_data.update(profile=args.profile, seed=args.seed, device=args.device, threads=torch.get_num_threads(),
+                        config=run.cfg, torch=torch.__version__)
+    tokenizer = tm.build_tokenizer()
+    stage_fns = {
+        "data": lambda: stage_data(run), "clip": lambda: stage_clip(run, tokenizer), "vae": lambda: stage_vae(run),
+        "evaluator": lambda: stage_evaluator(run), "latents": lambda: stage_latents(run),
+        "unet": lambda: stage_unet(run, tokenizer), "export": lambda: stage_export(run, tokenizer),
+    }
+    for stage in STAGES:
+        if run.done(stage) and stage != "export":
+            log(f"stage {stage}: already done")
+            continue
+        log(f"stage {stage}: start")
+        t0 = time.time()
+        info = stage_fns[stage]() or {}
+        run.mark(stage, time.time() - t0, **info)
+        log(f"stage {stage}: done in {time.time() - t0:.0f} s {info}")
+        log_path.write_text(json.dumps(run.log_data, indent=1))
+    total = sum(s["seconds"] for s in run.log_data["stages"].values())
+    run.log_data["total_seconds"] = round(total, 1)
+    log_path.write_text(json.dumps(run.log_data, indent=1))
+    (run.out / "training_log.json").write_text(json.dumps(run.log_data, indent=1))
+    log(f"total training time {total / 60:.1f} min -> {run.out}")
+
+
+if __name__ == "__main__":
+    main()
