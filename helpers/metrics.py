@@ -48,6 +48,25 @@ def attribute_alignment(
     return np.array([np.mean([p[k] == v for k, v in t.items() if k in p]) for p, t in zip(predictions, truths)])
 
 
+class _FeatureTensors(torch.nn.Module):
+    """Adapter: transformers 5 returns model outputs from ``get_*_features``; torchmetrics wants tensors."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+        self.config = model.config
+
+    @staticmethod
+    def _tensor(out):
+        return out.pooler_output if hasattr(out, "pooler_output") else out
+
+    def get_image_features(self, *args, **kwargs) -> torch.Tensor:
+        return self._tensor(self.model.get_image_features(*args, **kwargs))
+
+    def get_text_features(self, *args, **kwargs) -> torch.Tensor:
+        return self._tensor(self.model.get_text_features(*args, **kwargs))
+
+
 class Scorer:
     """Lazy bundle of the offline metric models for one model family.
 
@@ -71,7 +90,8 @@ class Scorer:
 
         if not Path(self.clip_path).exists() and "/" not in self.clip_path:
             raise FileNotFoundError(f"no CLIP model at {self.clip_path}")
-        return CLIPModel.from_pretrained(self.clip_path).eval(), CLIPProcessor.from_pretrained(self.clip_path)
+        model = _FeatureTensors(CLIPModel.from_pretrained(self.clip_path).eval())
+        return model, CLIPProcessor.from_pretrained(self.clip_path)
 
     def attributes(self, images: ImageBatch) -> list[dict[str, str]]:
         """The evaluator's reading of each image (shape, color, size, position, pattern, background)."""
@@ -86,9 +106,10 @@ class Scorer:
         from torchmetrics.functional.multimodal import clip_score
 
         x = images_to_uint8(images)
-        return np.array([
-            float(clip_score(x[i], prompts[i], model_name_or_path=lambda: self._clip)) for i in range(len(prompts))
-        ])
+        with torch.no_grad():
+            return np.array([
+                float(clip_score(x[i], prompts[i], model_name_or_path=lambda: self._clip)) for i in range(len(prompts))
+            ])
 
     @torch.no_grad()
     def image_features(self, images: ImageBatch) -> torch.Tensor:
@@ -96,7 +117,6 @@ class Scorer:
         model, processor = self._clip
         inputs = processor(images=list(images_to_uint8(images)), return_tensors="pt")
         feats = model.get_image_features(pixel_values=inputs["pixel_values"])
-        feats = feats.pooler_output if hasattr(feats, "pooler_output") else feats
         return torch.nn.functional.normalize(feats, dim=-1)
 
     def image_clip_score(self, images: ImageBatch, references: ImageBatch) -> np.ndarray:

@@ -10,7 +10,7 @@ for tests (never for results).
 
 from __future__ import annotations
 
-import json
+import collections
 from pathlib import Path
 
 import torch
@@ -38,26 +38,42 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, (chr(c) for c in cs)))
 
 
-def _word_merges(words: list[str]) -> list[tuple[str, str]]:
-    """BPE merges (trained with the ``tokenizers`` library) that make each word one token."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    trainer = trainers.BpeTrainer(
-        vocab_size=100_000,
-        min_frequency=1,
-        initial_alphabet=list(bytes_to_unicode().values()),
-        end_of_word_suffix="</w>",
-        show_progress=False,
-    )
-    tok.train_from_iterator(words, trainer=trainer)
-    merges = json.loads(tok.to_str())["model"]["merges"]
-    return [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in merges]
+def _merge(seq: list[str], pair: tuple[str, str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(seq):
+        if i + 1 < len(seq) and (seq[i], seq[i + 1]) == pair:
+            out.append(seq[i] + seq[i + 1])
+            i += 2
+        else:
+            out.append(seq[i])
+            i += 1
+    return out
 
 
-def build_tokenizer(words: list[str] | None = None) -> CLIPTokenizer:
+def word_merges(words: list[str]) -> list[tuple[str, str]]:
+    """Greedy BPE merges that make each word one token; ties broken alphabetically.
+
+    (The ``tokenizers`` trainer breaks ties in hash order, so its merges -- and the token
+    ids -- would change from one process to the next.)
+    """
+    to_unicode = bytes_to_unicode()
+    seqs = [[to_unicode[b] for b in w.encode()] for w in sorted(set(words)) if w]
+    seqs = [s[:-1] + [s[-1] + "</w>"] for s in seqs]
+    merges: list[tuple[str, str]] = []
+    while True:
+        counts = collections.Counter(pair for seq in seqs for pair in zip(seq, seq[1:]))
+        if not counts:
+            return merges
+        pair = min(counts, key=lambda p: (-counts[p], p))
+        merges.append(pair)
+        seqs = [_merge(seq, pair) for seq in seqs]
+
+
+def build_tokenizer(words: list[str] | None = None, pad_token: str = EOS) -> CLIPTokenizer:
     """A CLIP BPE tokenizer whose vocabulary has one token per word of the toy world.
+
+    ``pad_token=EOS`` is SD 1.x's padding; ``pad_token="!"`` SD 2.x's (OpenCLIP).
 
     Every byte (and byte + ``</w>``) is in the vocabulary too, so unknown words still
     tokenize (into pieces), never into [EOS]/unknown.
@@ -67,13 +83,14 @@ def build_tokenizer(words: list[str] | None = None) -> CLIPTokenizer:
     vocab: dict[str, int] = {}
     for token in chars + [c + "</w>" for c in chars]:
         vocab.setdefault(token, len(vocab))
-    merges = _word_merges(words)
+    merges = word_merges(words)
     for a, b in merges:
         vocab.setdefault(a + b, len(vocab))
     vocab[SOS] = len(vocab)
     vocab[EOS] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=list(merges), model_max_length=MAX_LENGTH)
-    return tokenizer
+    if pad_token not in vocab:
+        raise ValueError(f"pad token {pad_token!r} is not in the tokenizer's vocabulary")
+    return CLIPTokenizer(vocab=vocab, merges=list(merges), pad_token=pad_token, model_max_length=MAX_LENGTH)
 
 
 def text_config(tokenizer: CLIPTokenizer) -> CLIPTextConfig:

@@ -56,7 +56,8 @@ class TokenClasses:
         current: list[int] = []
         for pos in self.semantic:
             token = self.tokens[pos]
-            if sentencepiece and token.startswith("▁") and current:
+            starts_word = token.startswith("▁") or not _clean(token).isalnum()  # punctuation stands alone
+            if sentencepiece and starts_word and current:
                 groups.append(current)
                 current = []
             current.append(pos)
@@ -129,7 +130,7 @@ def text_max_length(pipe) -> int:
 
 def pipeline_token_classes(pipe, prompt: str, which: int = 1) -> TokenClasses:
     """:func:`token_classes` with the pipeline's tokenizer (``which=2``: SDXL's second one)."""
-    tokenizer = pipe.tokenizer_2 if which == 2 else pipe.tokenizer
+    tokenizer = getattr(pipe, "tokenizer_2", None) if which == 2 else getattr(pipe, "tokenizer", None)
     if tokenizer is None:
         raise ValueError(f"{type(pipe).__name__} has no tokenizer number {which}")
     return token_classes(tokenizer, prompt, max_length=text_max_length(pipe))

@@ -312,6 +312,17 @@ def stage_export(run: Run, tokenizer) -> dict:
     return {}
 
 
+def load_or_build_tokenizer(folder: Path):
+    """The run's tokenizer: built once, then reloaded on resume so token ids never change."""
+    from transformers import CLIPTokenizer
+
+    if (folder / "tokenizer_config.json").exists():
+        return CLIPTokenizer.from_pretrained(folder)
+    tokenizer = tm.build_tokenizer()
+    tokenizer.save_pretrained(folder)
+    return tokenizer
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
@@ -330,7 +341,7 @@ def main(argv: list[str] | None = None) -> None:
         run.log_data = json.loads(log_path.read_text())
     run.log_data.update(profile=args.profile, seed=args.seed, device=args.device, threads=torch.get_num_threads(),
                         config=run.cfg, torch=torch.__version__)
-    tokenizer = tm.build_tokenizer()
+    tokenizer = load_or_build_tokenizer(args.work_dir / "tokenizer")
     stage_fns = {
         "data": lambda: stage_data(run), "clip": lambda: stage_clip(run, tokenizer), "vae": lambda: stage_vae(run),
         "evaluator": lambda: stage_evaluator(run), "latents": lambda: stage_latents(run),

@@ -1,0 +1,63 @@
+"""Benchmark: training-free acceleration by removing text guidance, against T-GATE and DeepCache.
+
+    python scripts/bench_acceleration.py                   # quick profile, embedded model (~2 min, 2 cores)
+    python scripts/bench_acceleration.py --profile full    # 50/25/20 steps, DDIM + DPM-Solver++, 32 prompts
+    python scripts/bench_acceleration.py --model-id stable-diffusion-v1-5/stable-diffusion-v1-5 --inception-fid
+
+Writes ``results/acceleration/<profile>/`` (embedded model) or
+``results/acceleration/<model>/<profile>/``: ``bench.csv`` (every number), ``bench.md``
+(the table and how it was measured), ``times.csv`` (every timed call), ``pareto.png``,
+``examples_<sampler>_<N>.png`` (image rows per method) and ``meta.json``. The methods
+and the measurement protocol are documented in ``helpers/acceleration.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--profile", choices=("quick", "full"), default=None, help="default: $T2I_PROFILE or quick")
+    p.add_argument("--model-id", default=None, help="default: $T2I_MODEL_ID or the embedded model")
+    p.add_argument("--samplers", nargs="+", choices=("ddim", "dpm"), default=None)
+    p.add_argument("--steps", nargs="+", type=int, default=None)
+    p.add_argument("--n-prompts", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--clip-model", default=None, help="CLIP for CLIPScore (default: the model's own / openai's)")
+    p.add_argument("--inception-fid", action="store_true", help="also Inception FID (needs torch-fidelity)")
+    p.add_argument("--no-metrics", action="store_true", help="timing and L1 only")
+    p.add_argument("--out", type=Path, default=None)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> Path:
+    args = parse_args(argv)
+    import torch
+
+    from helpers import acceleration as acc
+    from helpers import profile
+    from helpers.metrics import Scorer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = acc.PROFILES[args.profile or os.environ.get(profile.ENV_VAR) or "quick"]
+    changes = {"samplers": args.samplers, "steps": args.steps, "n_prompts": args.n_prompts, "repeats": args.repeats}
+    config = dataclasses.replace(config, **{k: tuple(v) if isinstance(v, list) else v
+                                            for k, v in changes.items() if v is not None})
+    scorer = None if args.no_metrics else Scorer(args.clip_model) if args.clip_model else "auto"
+    out = acc.run_benchmark(config, profile.get_model_id(args.model_id), args.out, scorer, args.inception_fid)
+    print((out / "bench.md").read_text())
+    return out
+
+
+if __name__ == "__main__":
+    main()
