@@ -1,0 +1,92 @@
+"""The embedded model's quality bar, measured with the attribute evaluator.
+
+* captions of new scenes (seen shape x colour pairs), every attribute named, DDIM,
+  guidance 7.5 and 1.0 -> attribute-evaluator accuracy per attribute;
+* captions of held-out shape x colour pairs -> shape and colour accuracy;
+* the evaluator itself on fresh clean and augmented (noised) renders.
+
+Used by ``scripts/evaluate_tiny_model.py`` and notebook 00.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from . import toyworld
+from .evaluator import accuracy, augment, to_tensor
+from .generation import generate
+from .loading import load_pipeline
+from .metrics import Scorer
+
+BAR = {"shape": 0.95, "color": 0.90, "size": 0.90, "position": 0.90, "pattern": 0.70}
+BAR_HELD_OUT = {"shape": 0.80, "color": 0.80}
+
+
+def captions_for(n: int, seed: int, held_out: str) -> tuple[list[str], list[dict]]:
+    """``n`` full captions of new scenes and the attributes each names."""
+    rng = np.random.default_rng(seed)
+    prompts, truths = [], []
+    for i in range(n):
+        scene = toyworld.sample_scene(rng, held_out=held_out)
+        template = toyworld.FULL_TEMPLATES[i % len(toyworld.FULL_TEMPLATES)]
+        prompts.append(toyworld.caption(scene, template=template))
+        truths.append({k: v for k, v in scene.attributes().items() if k != "background" or "{background}" in template})
+    return prompts, truths
+
+
+def evaluate(n: int = 200, n_held: int = 100, steps: int = 50, model_id: str | None = None, seed: int = 10_000) -> dict:
+    """Measure the quality bar (defaults: the model card's settings). Returns a JSON-able report."""
+    pipe = load_pipeline(model_id)
+    scorer = Scorer()
+    report: dict = {"n_prompts": n, "n_held_out_prompts": n_held, "steps": steps, "sampler": "DDIM"}
+    t0 = time.time()
+    prompts, truths = captions_for(n, seed, "exclude")
+    for w in (7.5, 1.0):
+        images = generate(pipe, prompts, seed=seed, num_inference_steps=steps, guidance_scale=w, batch_size=50)
+        report[f"guidance_{w}"] = accuracy(scorer.attributes(images), truths, names=list(BAR))
+    held_prompts, held_truths = captions_for(n_held, seed + 1, "only")
+    images = generate(pipe, held_prompts, seed=seed + 1, num_inference_steps=steps, guidance_scale=7.5, batch_size=50)
+    report["held_out_pairs_guidance_7.5"] = accuracy(scorer.attributes(images), held_truths, names=list(BAR))
+    # the evaluator on ground truth: clean and with the generator's typical artefacts
+    rng = np.random.default_rng(seed + 2)
+    scenes = [toyworld.sample_scene(rng, held_out="any") for _ in range(max(200, n * 5))]
+    renders = to_tensor(toyworld.render_batch(scenes))
+    truth = [s.attributes() for s in scenes]
+    report["evaluator_clean"] = accuracy(scorer.attributes(renders), truth)
+    noisy = augment(renders, torch.Generator().manual_seed(seed))
+    report["evaluator_augmented"] = accuracy(scorer.attributes(noisy), truth)
+    report["seconds"] = round(time.time() - t0, 1)
+    report["bar"] = {"seen_pairs": BAR, "held_out_pairs": BAR_HELD_OUT, "evaluator": 0.98}
+    report["passes"] = {
+        "seen_pairs": all(report["guidance_7.5"][k] >= v for k, v in BAR.items()),
+        "held_out_pairs": all(report["held_out_pairs_guidance_7.5"][k] >= v for k, v in BAR_HELD_OUT.items()),
+        "guidance_1_lower": float(np.mean(list(report["guidance_1.0"].values())))
+        < float(np.mean(list(report["guidance_7.5"].values()))),
+        "evaluator": min(report["evaluator_clean"].values()) >= 0.98,
+    }
+    return report
+
+
+def to_markdown(report: dict) -> str:
+    """The report as two markdown tables."""
+    names = list(BAR)
+    rows = [
+        ("seen pairs, guidance 7.5", report["guidance_7.5"]),
+        ("seen pairs, guidance 1.0", report["guidance_1.0"]),
+        ("held-out shape x colour pairs, guidance 7.5", report["held_out_pairs_guidance_7.5"]),
+        ("bar (seen pairs)", BAR),
+        ("bar (held-out pairs)", BAR_HELD_OUT),
+    ]
+    lines = ["| images | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label, acc in rows:
+        lines.append(f"| {label} | " + " | ".join(f"{acc[k]:.1%}" if k in acc else "-" for k in names) + " |")
+    ev = ["| evaluator on renders | " + " | ".join(names + ["background"]) + " |", "|---|" + "---|" * (len(names) + 1)]
+    for label in ("evaluator_clean", "evaluator_augmented"):
+        ev.append(f"| {label.split('_')[1]} | " + " | ".join(f"{report[label][k]:.1%}" for k in names + ["background"]) + " |")
+    return "\n".join(lines) + "\n\n" + "\n".join(ev) + (
+        f"\n\n{report['n_prompts']} prompts of seen pairs and {report['n_held_out_prompts']} of held-out pairs, "
+        f"{report['steps']} {report['sampler']} steps; passes: {report['passes']}\n"
+    )

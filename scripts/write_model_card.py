@@ -1,0 +1,115 @@
+#!/usr/bin/env python
+"""Write ``data/models/tiny-shapes-sd/README.md`` from the training log and the quality report.
+
+Run after ``scripts/train_tiny_model.py`` and ``scripts/evaluate_tiny_model.py``; every number
+in the card is read from their output files, none is typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from helpers import tiny_model, toyworld  # noqa: E402
+from helpers.quality import to_markdown  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def folder_size_mb(folder: Path) -> dict[str, float]:
+    sizes = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        sizes[sub.name] = round(sum(f.stat().st_size for f in sub.rglob("*") if f.is_file()) / 2**20, 2)
+    return sizes
+
+
+def main() -> Path:
+    model_dir = tiny_model.default_model_dir()
+    log = json.loads((model_dir / "training_log.json").read_text())
+    quality_path = ROOT / "results" / "model_quality.json"
+    quality = json.loads(quality_path.read_text()) if quality_path.exists() else None
+    from helpers.loading import describe, load_pipeline
+
+    info = describe(load_pipeline())
+    sizes = folder_size_mb(model_dir)
+    stage_rows = "\n".join(f"| {name} | {s['seconds'] / 60:.1f} | "
+                           + ", ".join(f"{k}={v}" for k, v in s.items() if k != "seconds") + " |"
+                           for name, s in log["stages"].items())
+    cfg = log["config"]
+    card = f"""# tiny-shapes-sd: the embedded default model
+
+A tiny text-to-image latent diffusion model packaged as a genuine diffusers
+`StableDiffusionPipeline`, trained from nothing by `scripts/train_tiny_model.py` (seed {log['seed']})
+on a synthetic world of captioned shapes. It exists so that every notebook of this repository
+runs offline on a CPU in minutes; it is not a general image model.
+
+```python
+from diffusers import StableDiffusionPipeline
+pipe = StableDiffusionPipeline.from_pretrained("data/models/tiny-shapes-sd")   # or helpers.load_pipeline()
+image = pipe("a photo of a large red striped circle on the left", num_inference_steps=50).images[0]
+```
+
+## Architecture
+| component | class | parameters |
+|---|---|---|
+""" + "\n".join(f"| {k} | {v_cls} | {info['parameters'].get(k, 0) / 1e6:.2f} M |" for k, v_cls in [
+        ("text_encoder", "CLIPTextModel (hidden 128, 3 layers, causal, pooled at [EOS])"),
+        ("vae", "AutoencoderKL (64x64x3 <-> 16x16x4, no attention)"),
+        ("unet", "UNet2DConditionModel (32, 64, 128), cross-attention at 8x8, 4x4 and mid"),
+    ]) + f"""
+| tokenizer | CLIPTokenizer, one token per world word, byte fallback; [SOS] `<|startoftext|>`, [EOS] `<|endoftext|>`, padded with [EOS] to 77 | - |
+| scheduler | DDIMScheduler, scaled-linear betas 0.00085-0.012 over 1000 steps, epsilon prediction | - |
+
+Beside the pipeline: `clip/` is the whole contrastive `CLIPModel` (text tower = the pipeline's text
+encoder, a ViT image tower, patch 8) with its `CLIPProcessor`: our offline CLIPScore model.
+`evaluator/` is the attribute evaluator (a CNN trained on ground-truth renders only, no weights shared
+with the generator). Files on disk (MB): {json.dumps(sizes)}; total {sum(sizes.values()):.1f} MB.
+
+## Data
+Procedural 64x64 renders (`helpers/toyworld.py`): one object on a plain background; shape
+({', '.join(toyworld.SHAPES)}), colour ({', '.join(toyworld.COLORS)}), size (small, large), position
+(left, right, top, bottom, center), surface pattern (plain, striped, dotted: a real high-frequency
+detail), background (white, black, gray). Captions from {len(toyworld.FULL_TEMPLATES)} full and
+{len(toyworld.SHORT_TEMPLATES)} short templates with filler words. {cfg['n_images']} training images;
+the shape x colour pairs {sorted(toyworld.HELD_OUT_PAIRS)} ({len(toyworld.HELD_OUT_PAIRS)} of 48) never
+appear in the training of the CLIP, the VAE or the UNet (the evaluator sees them).
+
+## Training
+Stages (`scripts/train_tiny_model.py`, resumable from checkpoints; every random draw comes from the seed
+and the step number). Measured on: {log.get('device', 'cpu')}, {log.get('threads')} torch threads,
+torch {log.get('torch')}, {platform.machine()}.
+
+| stage | minutes | notes |
+|---|---|---|
+{stage_rows}
+
+**Total: {log['total_seconds'] / 60:.1f} minutes.** Configuration: {json.dumps(cfg)}.
+UNet: AdamW lr 4e-4 with warm-up and cosine decay, EMA (decay up to 0.999), 10% empty-prompt dropout
+(classifier-free guidance), batch {cfg['unet_batch']} for {cfg['unet_steps']} steps.
+
+## Quality
+"""
+    if quality:
+        card += ("Measured by `scripts/evaluate_tiny_model.py` with the attribute evaluator (DDIM, "
+                 f"{quality['steps']} steps):\n\n" + to_markdown(quality))
+    else:
+        card += "Not measured yet: run `scripts/evaluate_tiny_model.py`.\n"
+    card += """
+## Reproduce
+```bash
+python scripts/train_tiny_model.py            # about an hour on 2 CPU cores; uses CUDA when present
+python scripts/evaluate_tiny_model.py         # writes results/model_quality.{json,md}
+python scripts/write_model_card.py            # this file
+```
+"""
+    path = model_dir / "README.md"
+    path.write_text(card)
+    return path
+
+
+if __name__ == "__main__":
+    print(main())
