@@ -42,7 +42,7 @@ from helpers.evaluator import AttributeEvaluator, augment  # noqa: E402
 
 PROFILES: dict[str, dict[str, int]] = {
     "full": dict(n_images=30000, n_held_out=3000, clip_steps=600, clip_batch=128, vae_steps=3000, vae_batch=32,
-                 eval_steps=250, eval_batch=128, unet_steps=3000, unet_batch=64, ckpt_every=250),
+                 eval_steps=250, eval_batch=128, unet_steps=5500, unet_batch=64, ckpt_every=250),
     "smoke": dict(n_images=96, n_held_out=32, clip_steps=3, clip_batch=16, vae_steps=4, vae_batch=4,
                   eval_steps=3, eval_batch=16, unet_steps=4, unet_batch=8, ckpt_every=2),
 }
@@ -93,10 +93,16 @@ class Run:
     log_data: dict = dataclasses.field(default_factory=dict)
 
     def done(self, stage: str) -> bool:
-        return (self.work / f"{stage}.done").exists()
+        """Finished, unless its configured step count grew since (then it resumes from its checkpoint)."""
+        marker = self.work / f"{stage}.done"
+        if not marker.exists():
+            return False
+        steps = json.loads(marker.read_text()).get("steps")
+        return steps is None or steps >= self.cfg.get(f"{stage}_steps", 0)
 
     def mark(self, stage: str, seconds: float, **info) -> None:
-        self.log_data.setdefault("stages", {})[stage] = {"seconds": round(seconds, 1), **info}
+        before = self.log_data.setdefault("stages", {}).get(stage, {}).get("seconds", 0.0) if (self.work / f"{stage}.done").exists() else 0.0
+        self.log_data["stages"][stage] = {"seconds": round(before + seconds, 1), **info}
         (self.work / f"{stage}.done").write_text(json.dumps(self.log_data["stages"][stage]))
 
 
@@ -290,7 +296,7 @@ def stage_unet(run: Run, tokenizer) -> dict:
     ck.maybe_save(steps, objs, force=True)
     ema.copy_to(unet.parameters())
     unet.save_pretrained(run.work / "unet")
-    return {"final_loss": float(np.mean(losses[-200:])) if losses else None}
+    return {"final_loss": float(np.mean(losses[-200:])) if losses else None, "steps": steps}
 
 
 def stage_export(run: Run, tokenizer) -> dict:

@@ -1,0 +1,648 @@
+"""Band analysis of the diffusion process (paper Fig 2 and Proposition 1), built on :mod:`helpers.fft`.
+
+* :func:`noising_bands`: noise clean samples x0 with the pipeline's own scheduler
+  (``scheduler.add_noise``) at many timesteps and measure, per frequency band, the
+  signal ``||sqrt(abar_t) x0_band||``, the noise ``||sqrt(1 - abar_t) eps_band||`` (Fig 2b)
+  and the variation ratio ``||x_t_band - x0_band|| / ||x0_band||`` (Fig 2c, noising).
+* :func:`denoising_trajectory` + :func:`trajectory_variation`: the same ratios along the
+  real sampling trajectory, recorded with ``callback_on_step_end`` (Fig 2c, denoising).
+* :func:`proposition1`: the numerical check that Gaussian noise spreads its energy evenly
+  over all frequencies while images concentrate theirs at low frequencies.
+* :func:`encode_images` / :func:`decode_latents`: the pipeline's VAE, for ground-truth renders.
+
+>>> sched = forward_scheduler(pipe)
+>>> table = noising_bands(sched, x0, cutoff=0.25)
+>>> snr_crossings(table)                      # {"low": 870.3, "high": 402.1}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import fft
+
+#: Schedulers whose ``add_noise(x0, eps, t)`` is ``sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` for any
+#: training timestep ``t`` (multistep solvers such as DPM-Solver index their own sampling grid).
+VP_SCHEDULERS = ("DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "DDIMParallelScheduler", "DDPMParallelScheduler")
+BANDS = ("low", "high")
+
+
+# --------------------------------------------------------------------------- forward process
+def forward_scheduler(pipe_or_scheduler):
+    """The scheduler used to noise x0: the pipeline's own when it can noise to any timestep.
+
+    For samplers whose ``add_noise`` only knows their own sampling grid (DPM-Solver, Euler),
+    a ``DDPMScheduler`` built from the same config (same betas, same ``abar_t``) is returned.
+    """
+    scheduler = getattr(pipe_or_scheduler, "scheduler", pipe_or_scheduler)
+    if not hasattr(scheduler, "add_noise") or not hasattr(scheduler, "config"):
+        raise ValueError(f"expected a diffusers pipeline or scheduler, got {type(pipe_or_scheduler).__name__}")
+    if type(scheduler).__name__ in VP_SCHEDULERS:
+        return scheduler
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(scheduler.config)
+
+
+def default_timesteps(scheduler, n: int = 100) -> np.ndarray:
+    """``n`` evenly spaced training timesteps from 0 to ``T - 1`` (both ends included)."""
+    total = int(scheduler.config.num_train_timesteps)
+    return np.unique(np.linspace(0, total - 1, max(2, n)).round().astype(int))
+
+
+def _check_batch(x0: torch.Tensor, name: str = "x0") -> None:
+    if not isinstance(x0, torch.Tensor) or x0.ndim < 3:
+        shape = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
+        raise ValueError(f"{name} must be a batch shaped (B, C, H, W) or (B, H, W), got {shape}")
+
+
+def _check_timesteps(scheduler, timesteps) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(timesteps), dtype=torch.long).flatten()
+    total = int(scheduler.config.num_train_timesteps)
+    if t.numel() == 0 or t.min() < 0 or t.max() >= total:
+        raise ValueError(f"timesteps must be training timesteps in [0, {total - 1}], got {np.asarray(timesteps)}")
+    return t
+
+
+def _norms(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1).norm(dim=1)
+
+
+def noising_bands(
+    scheduler,
+    x0: torch.Tensor,
+    timesteps: Sequence[int] | np.ndarray | None = None,
+    cutoff: float = 0.25,
+    mask: str = "ideal",
+    noise: torch.Tensor | None = None,
+    seed: int = 0,
+    chunk_elements: int = 2**23,
+) -> pd.DataFrame:
+    """Noise ``x0`` with ``scheduler.add_noise`` at every timestep and measure each band.
+
+    One noise draw ``eps`` per sample is reused at every timestep (common random numbers),
+    so the curves over t are smooth and their crossings well defined.
+
+    Args:
+        scheduler: see :func:`forward_scheduler`.
+        x0: clean samples ``(B, C, H, W)`` (latents, or images in [-1, 1]).
+        timesteps: training timesteps (default :func:`default_timesteps`).
+        cutoff, mask: the band split (:func:`helpers.fft.split_bands`).
+        noise: ``eps`` shaped like ``x0`` (default: seeded standard normal).
+
+    Returns:
+        One row per (sample, t, band): ``alpha_bar``, ``signal`` = ||sqrt(abar) x0_band||,
+        ``noise`` = ||sqrt(1-abar) eps_band||, ``snr`` = (signal / noise)^2, ``x0_norm`` and
+        ``variation`` = ||x_t_band - x0_band|| / ||x0_band||.
+    """
+    _check_batch(x0)
+    t_all = _check_timesteps(scheduler, default_timesteps(scheduler) if timesteps is None else timesteps)
+    x0 = x0.detach().float().cpu()
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    elif noise.shape != x0.shape:
+        raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
+    noise = noise.detach().float().cpu()
+    x0_bands = dict(zip(BANDS, fft.split_bands(x0, cutoff, mask)))
+    eps_bands = dict(zip(BANDS, fft.split_bands(noise, cutoff, mask)))
+    alphas = scheduler.alphas_cumprod.detach().float().cpu()
+    batch = x0.shape[0]
+    per_chunk = max(1, chunk_elements // x0.numel())
+    rows = []
+    for start in range(0, len(t_all), per_chunk):
+        t = t_all[start:start + per_chunk].repeat_interleave(batch)
+        rep = len(t) // batch
+
+        def tile(a: torch.Tensor) -> torch.Tensor:
+            return a.repeat(rep, *([1] * (a.ndim - 1)))
+
+        xt_bands = dict(zip(BANDS, fft.split_bands(scheduler.add_noise(tile(x0), tile(noise), t), cutoff, mask)))
+        for band in BANDS:
+            signal = scheduler.add_noise(tile(x0_bands[band]), torch.zeros_like(tile(x0_bands[band])), t)
+            noise_part = scheduler.add_noise(torch.zeros_like(tile(eps_bands[band])), tile(eps_bands[band]), t)
+            x0_norm = _norms(tile(x0_bands[band]))
+            variation = _norms(xt_bands[band] - tile(x0_bands[band])) / x0_norm.clamp_min(1e-12)
+            s, n = _norms(signal), _norms(noise_part)
+            rows.append(pd.DataFrame({
+                "sample": np.tile(np.arange(batch), rep),
+                "t": t.numpy(),
+                "alpha_bar": alphas[t].numpy(),
+                "band": band,
+                "signal": s.numpy(),
+                "noise": n.numpy(),
+                "snr": (s / n.clamp_min(1e-12)).pow(2).numpy(),
+                "x0_norm": x0_norm.numpy(),
+                "variation": variation.numpy(),
+            }))
+    return pd.concat(rows, ignore_index=True).sort_values(["band", "t", "sample"], ignore_index=True)
+
+
+def _first_crossing(t: np.ndarray, log_ratio: np.ndarray) -> float:
+    """First t where log(signal/noise) drops to 0 (linear interpolation between grid points)."""
+    below = np.flatnonzero(log_ratio <= 0)
+    if len(below) == 0:
+        return float("nan")  # the signal wins at every timestep measured
+    i = below[0]
+    if i == 0:
+        return float(t[0])
+    t0, t1, r0, r1 = t[i - 1], t[i], log_ratio[i - 1], log_ratio[i]
+    return float(t0 + (t1 - t0) * r0 / (r0 - r1))
+
+
+def snr_crossings(table: pd.DataFrame, per_sample: bool = False) -> dict[str, float] | pd.DataFrame:
+    """Timestep at which each band's SNR falls to 1 (noise norm overtakes signal norm).
+
+    By default on the mean norms over samples (``{"low": t, "high": t}``; NaN if the signal
+    wins everywhere); with ``per_sample`` a DataFrame with one crossing per sample and band.
+    """
+    if per_sample:
+        out = []
+        for (sample, band), g in table.groupby(["sample", "band"]):
+            g = g.sort_values("t")
+            out.append({"sample": sample, "band": band,
+                        "t_cross": _first_crossing(g["t"].to_numpy(), np.log(g["snr"].to_numpy() + 1e-300))})
+        return pd.DataFrame(out).pivot(index="sample", columns="band", values="t_cross")
+    mean = table.groupby(["band", "t"])[["signal", "noise"]].mean().reset_index()
+    result = {}
+    for band, g in mean.groupby("band"):
+        ratio = np.log(g["signal"].to_numpy() + 1e-300) - np.log(g["noise"].to_numpy() + 1e-300)
+        result[band] = _first_crossing(g["t"].to_numpy(), ratio)
+    return {band: result[band] for band in BANDS if band in result}
+
+
+def band_snapshot(
+    scheduler, x0: torch.Tensor, noise: torch.Tensor, t: int, cutoff: float = 0.25, mask: str = "ideal"
+) -> dict[str, torch.Tensor | dict[str, float]]:
+    """x_t and its low/high parts at one timestep, with each band's SNR (for Fig 2a and the slider)."""
+    _check_batch(x0)
+    ts = _check_timesteps(scheduler, [t]).repeat(x0.shape[0])
+    xt = scheduler.add_noise(x0.float().cpu(), noise.float().cpu(), ts)
+    low, high = fft.split_bands(xt, cutoff, mask)
+    table = noising_bands(scheduler, x0, [int(t)], cutoff, mask, noise=noise)
+    snr = table.groupby("band")[["signal", "noise"]].mean()
+    return {"x_t": xt, "low": low, "high": high,
+            "snr": {band: float((snr.loc[band, "signal"] / snr.loc[band, "noise"]) ** 2) for band in BANDS}}
+
+
+# --------------------------------------------------------------------------- denoising trajectory
+class LatentRecorder:
+    """``callback_on_step_end`` that keeps the latents after every step (on CPU, float32).
+
+    Works across the batches of :func:`helpers.generation.generate`: a call with ``step == 0``
+    opens a new batch. ``legacy`` is the old ``callback(step, t, latents)`` form (PixArt-alpha).
+    """
+
+    def __init__(self) -> None:
+        self.batches: list[list[torch.Tensor]] = []
+        self.timesteps: list[int] = []
+
+    def _record(self, step: int, timestep, latents: torch.Tensor) -> None:
+        if step == 0:
+            self.batches.append([])
+            self.timesteps = []
+        self.batches[-1].append(latents.detach().float().cpu())
+        self.timesteps.append(int(timestep))
+
+    def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        self._record(step, timestep, callback_kwargs["latents"])
+        return {}
+
+    def legacy(self, step: int, timestep, latents: torch.Tensor) -> None:
+        self._record(step, timestep, latents)
+
+    def latents(self) -> torch.Tensor:
+        """``(steps, B, C, H, W)``: the latents after each step, batches concatenated."""
+        if not self.batches:
+            raise ValueError("nothing was recorded: pass the recorder as callback_on_step_end")
+        return torch.cat([torch.stack(b) for b in self.batches], dim=1)
+
+
+@dataclasses.dataclass
+class Trajectory:
+    """A recorded sampling run: ``latents[k]`` is x after ``k`` steps (``latents[0]`` = x_T)."""
+
+    latents: torch.Tensor  # (steps + 1, B, C, H, W)
+    timesteps: list[int]  # the sampler's timesteps, one per step
+    images: np.ndarray  # (B, H, W, 3) in [0, 1]
+
+    @property
+    def x0(self) -> torch.Tensor:
+        """The generated clean latents (the end of the trajectory)."""
+        return self.latents[-1]
+
+    @property
+    def levels(self) -> list[int]:
+        """Timestep at which each recorded latent lives: the sampler's grid, then 0 for the final x0."""
+        return list(self.timesteps) + [0]
+
+
+def denoising_trajectory(
+    pipe,
+    prompts: str | Sequence[str],
+    seed: int = 0,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 7.5,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> Trajectory:
+    """Generate with the stock pipeline call and record x_t at every step (no copied loop).
+
+    The initial noise is :func:`helpers.generation.initial_latents` of seeds ``seed + i``, the
+    same as :func:`helpers.generation.generate` uses for prompt ``i``.
+    """
+    from .generation import generate, initial_latents
+    from .loading import family
+
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    recorder = LatentRecorder()
+    if family(pipe) == "pixart":  # PixArt-alpha only has the legacy per-step callback
+        hook = {"callback": recorder.legacy, "callback_steps": 1}
+    else:
+        hook = {"callback_on_step_end": recorder, "callback_on_step_end_tensor_inputs": ["latents"]}
+    images = generate(pipe, prompts, seed=seed, num_inference_steps=num_inference_steps,
+                      guidance_scale=guidance_scale, batch_size=batch_size, progress=progress, **hook)
+    start = initial_latents(pipe, [seed + i for i in range(len(prompts))]).float().cpu()
+    start = start * float(getattr(pipe.scheduler, "init_noise_sigma", 1.0))
+    latents = torch.cat([start[None], recorder.latents()])
+    return Trajectory(latents=latents, timesteps=recorder.timesteps, images=images)
+
+
+def trajectory_variation(traj: Trajectory, cutoff: float = 0.25, mask: str = "ideal") -> pd.DataFrame:
+    """Per-band variation along a recorded trajectory.
+
+    Returns one row per (sample, step, band): ``step`` (steps done), ``t`` (its noise level),
+    ``to_final`` = ||x_step_band - x0_band|| / ||x0_band|| with x0 the generated latent, and
+    ``step_change`` = ||x_step_band - x_(step-1)_band|| / ||x_(step-1)_band|| (NaN at step 0).
+    """
+    steps, batch = traj.latents.shape[:2]
+    low, high = fft.split_bands(traj.latents.float(), cutoff, mask)
+    rows = []
+    for band, part in zip(BANDS, (low, high)):
+        final = part[-1]
+        to_final = (part - final).flatten(2).norm(dim=2) / final.flatten(1).norm(dim=1).clamp_min(1e-12)
+        change = torch.full((steps, batch), float("nan"))
+        change[1:] = (part[1:] - part[:-1]).flatten(2).norm(dim=2) / part[:-1].flatten(2).norm(dim=2).clamp_min(1e-12)
+        rows.append(pd.DataFrame({
+            "sample": np.tile(np.arange(batch), steps),
+            "step": np.repeat(np.arange(steps), batch),
+            "t": np.repeat(traj.levels, batch),
+            "band": band,
+            "to_final": to_final.flatten().numpy(),
+            "step_change": change.flatten().numpy(),
+        }))
+    return pd.concat(rows, ignore_index=True)
+
+
+def step_where_settled(table: pd.DataFrame, threshold: float = 0.5) -> dict[str, float]:
+    """First step (as a fraction of the run) at which the mean ``to_final`` ratio drops below ``threshold``."""
+    mean = table.groupby(["band", "step"])["to_final"].mean().reset_index()
+    total = int(table["step"].max())
+    out = {}
+    for band, g in mean.groupby("band"):
+        below = g[g["to_final"] < threshold]["step"]
+        out[band] = float(below.iloc[0]) / total if len(below) else float("nan")
+    return {band: out[band] for band in BANDS if band in out}
+
+
+# --------------------------------------------------------------------------- VAE
+def image_size(pipe) -> int:
+    """Side of the images the pipeline generates by default (pixels)."""
+    from .loading import denoiser
+
+    return int(pipe.vae_scale_factor * denoiser(pipe).config.sample_size)
+
+
+@contextlib.contextmanager
+def _vae_in_safe_precision(vae):
+    """Run a float16 VAE whose config asks for it (``force_upcast``, e.g. SDXL's) in float32, then restore it."""
+    original = vae.dtype
+    upcast = original == torch.float16 and getattr(vae.config, "force_upcast", False)
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        yield vae.dtype
+    finally:
+        if upcast:
+            vae.to(original)
+
+
+@torch.no_grad()
+def encode_images(pipe, images: np.ndarray, batch_size: int = 16) -> torch.Tensor:
+    """Latents ``(n, C, h, w)`` of images ``(n, H, W, 3)`` (uint8 or floats in [0, 1]) in the diffusion space.
+
+    Uses the posterior mean of ``pipe.vae`` times ``vae.config.scaling_factor`` (after
+    subtracting ``shift_factor`` where the VAE has one), i.e. what the denoiser sees.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be shaped (n, H, W, 3), got {images.shape}")
+    x = torch.from_numpy(images.astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0))
+    x = x.permute(0, 3, 1, 2) * 2 - 1
+    vae, config = pipe.vae, pipe.vae.config
+    shift = getattr(config, "shift_factor", None) or 0.0
+    out = []
+    with _vae_in_safe_precision(vae) as dtype:
+        for start in range(0, len(x), batch_size):
+            z = vae.encode(x[start:start + batch_size].to(vae.device, dtype)).latent_dist.mean.float()
+            out.append(((z - shift) * config.scaling_factor).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def decode_latents(pipe, latents: torch.Tensor, batch_size: int = 16) -> np.ndarray:
+    """Images ``(n, H, W, 3)`` in [0, 1] from diffusion-space latents (the inverse of :func:`encode_images`)."""
+    _check_batch(latents, "latents")
+    vae, config = pipe.vae, pipe.vae.config
+    shift = getattr(config, "shift_factor", None) or 0.0
+    out = []
+    with _vae_in_safe_precision(vae) as dtype:
+        for start in range(0, len(latents), batch_size):
+            z = latents[start:start + batch_size].to(vae.device, dtype) / config.scaling_factor + shift
+            img = vae.decode(z).sample.float().cpu()
+            out.append(((img.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out)
+
+
+def ground_truth_scenes(records, seed: int = 0) -> list:
+    """One toy-world scene per prompt record with the attributes the prompt names pinned."""
+    from . import toyworld
+
+    rng = np.random.default_rng(seed)
+    scenes = []
+    for record in records:
+        named = {k: v for k, v in getattr(record, "attributes", {}).items() if k in toyworld.ATTRIBUTES}
+        scenes.append(toyworld.sample_scene(rng, held_out="any", **named))
+    return scenes
+
+
+# --------------------------------------------------------------------------- Proposition 1
+def max_power_bound(height: int, width: int, delta: float) -> float:
+    """Level s with P(max over bins of |F(u,v)|^2 > s) <= delta for an H x W plane of iid N(0, 1).
+
+    Union bound with the exact tails of the orthonormal DFT of white noise: a bin that is its
+    own conjugate (DC, and Nyquist bins of even axes) is real N(0, 1), so P(|F|^2 > s) =
+    erfc(sqrt(s / 2)); every other bin is complex with |F|^2 ~ Exp(1), so P = exp(-s).
+    """
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must lie in (0, 1), got {delta!r}")
+    real = (1 + (height % 2 == 0)) * (1 + (width % 2 == 0))
+    complex_bins = height * width - real
+
+    def tail(s: float) -> float:
+        return complex_bins * math.exp(-s) + real * math.erfc(math.sqrt(s / 2))
+
+    lo, hi = 0.0, 200.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if tail(mid) > delta else (lo, mid)
+    return hi
+
+
+@dataclasses.dataclass
+class Proposition1Result:
+    """Numbers of the Proposition 1 check (see :func:`proposition1`)."""
+
+    plane: tuple[int, int]
+    n_noise_planes: int
+    cutoff: float
+    delta: float
+    bound: float  # s_delta of max_power_bound
+    coverage: float  # fraction of noise planes whose max |F|^2 <= bound (the measured confidence)
+    max_mean_deviation: float  # max over bins of |mean |F|^2 - 1| (flatness of the expected spectrum)
+    band_fraction: float  # share of bins in the low band = noise's expected low-band energy share
+    noise_share: np.ndarray  # per noise plane
+    image_share: np.ndarray  # per image
+    noise_share_interval: tuple[float, float]  # central 1 - delta interval of noise_share
+    images_above_noise: float  # fraction of images whose share exceeds the noise interval's upper end
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "plane": f"{self.plane[0]}x{self.plane[1]}",
+            "noise planes": self.n_noise_planes,
+            "P(max|F|^2 <= s_delta)": self.coverage,
+            "s_delta": self.bound,
+            "max |E|F|^2 - 1|": self.max_mean_deviation,
+            "low-band bin share": self.band_fraction,
+            "noise low-band share (mean)": float(self.noise_share.mean()),
+            "noise share interval lo": self.noise_share_interval[0],
+            "noise share interval hi": self.noise_share_interval[1],
+            "image low-band share (mean)": float(self.image_share.mean()),
+            "image low-band share (min)": float(self.image_share.min()),
+            "images above noise interval": self.images_above_noise,
+        }
+
+
+def proposition1(
+    noise: torch.Tensor, images: torch.Tensor, cutoff: float = 0.25, delta: float = 0.05, remove_mean: bool = False
+) -> Proposition1Result:
+    """Check Proposition 1 on samples.
+
+    Args:
+        noise: iid standard normal planes ``(..., H, W)`` (every plane is one sample).
+        images: clean samples ``(n, ..., H, W)`` (latents or images), one share per sample.
+        cutoff: low band radius (fraction of Nyquist).
+        delta: the failure probability of the statement (confidence 1 - delta).
+        remove_mean: leave the DC term out of the image shares (a harder test for the images).
+    """
+    _check_batch(images, "images")
+    h, w = noise.shape[-2:]
+    if images.shape[-2:] != (h, w):
+        raise ValueError(f"noise and images need the same plane size, got {(h, w)} and {tuple(images.shape[-2:])}")
+    planes = noise.detach().reshape(-1, h, w).double()
+    power = fft.power_spectrum(planes)
+    bound = max_power_bound(h, w, delta)
+    coverage = float((power.flatten(1).max(dim=1).values <= bound).double().mean())
+    noise_share = fft.energy_share(planes, cutoff).numpy()
+    img = images.detach().double().flatten(1, -3) if images.ndim > 3 else images.detach().double()[:, None]
+    ipower = fft.power_spectrum(img)
+    if remove_mean:
+        ipower[..., 0, 0] = 0
+    weight = fft.lowpass_mask(h, w, cutoff).to(ipower.dtype)
+    image_share = ((ipower * weight).sum(dim=(-3, -2, -1)) / ipower.sum(dim=(-3, -2, -1))).numpy()
+    lo, hi = np.quantile(noise_share, [delta / 2, 1 - delta / 2])
+    return Proposition1Result(
+        plane=(h, w), n_noise_planes=len(planes), cutoff=cutoff, delta=delta, bound=bound, coverage=coverage,
+        max_mean_deviation=float((power.mean(dim=0) - 1).abs().max()), band_fraction=fft.band_fraction(h, w, cutoff),
+        noise_share=noise_share, image_share=image_share, noise_share_interval=(float(lo), float(hi)),
+        images_above_noise=float((image_share > hi).mean()),
+    )
+
+
+# --------------------------------------------------------------------------- figures
+def _show(x: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [-1, 1] -> (H, W, 3) or (H, W) in [0, 1] for display (0 is mid-grey)."""
+    img = ((x.float() + 1) / 2).clamp(0, 1)
+    return img.permute(1, 2, 0).numpy() if img.shape[0] == 3 else img.mean(0).numpy()
+
+
+def plot_band_views(
+    scheduler,
+    timesteps: Sequence[int],
+    cutoff: float = 0.25,
+    mask: str = "ideal",
+    latent: tuple[torch.Tensor, torch.Tensor] | None = None,
+    pixel: tuple[torch.Tensor, torch.Tensor] | None = None,
+    pipe=None,
+    size: float = 1.6,
+):
+    """Fig 2a: x_t and its low/high parts over t, one column per timestep.
+
+    Column titles give the first sample's SNR of the low / high band (latent when given).
+    Latent rows are decoded with ``pipe`` (channel means without it); pixel rows map [-1, 1]
+    to [0, 1], so a zero high part is mid-grey.
+
+    Args:
+        latent: ``(x0, eps)`` of one latent ``(1, C, h, w)``; its rows are decoded with ``pipe``.
+        pixel: ``(x0, eps)`` of one image ``(1, 3, H, W)`` in [-1, 1], noised in pixel space.
+    """
+    from .plotting import image_grid
+
+    rows: list[tuple[str, list[np.ndarray]]] = []
+    titles: list[str] = []
+    for kind, pair in (("latent", latent), ("pixel", pixel)):
+        if pair is None:
+            continue
+        snaps = [band_snapshot(scheduler, pair[0], pair[1], int(t), cutoff, mask) for t in timesteps]
+        if not titles:
+            titles = [f"t={int(t)} | SNR {s['snr']['low']:.2g} / {s['snr']['high']:.2g}" for t, s in zip(timesteps, snaps)]
+        for part in ("x_t", "low", "high"):
+            stack = torch.cat([s[part] for s in snaps])
+            if kind == "latent":
+                images = list(decode_latents(pipe, stack)) if pipe is not None else [_show(z) for z in stack]
+            else:
+                images = [_show(z) for z in stack]
+            rows.append((f"{kind} {part}", images))
+    images = [img for _, imgs in rows for img in imgs]
+    all_titles = titles + [""] * (len(images) - len(titles))
+    return image_grid(images, titles=all_titles, ncols=len(timesteps), size=size, row_labels=[r for r, _ in rows])
+
+
+def plot_snr_curves(tables: dict[str, pd.DataFrame], title: str = ""):
+    """Fig 2b: signal vs noise norm per band over t, one panel per source of x0."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 3.4), squeeze=False)
+    colors = {"low": "tab:blue", "high": "tab:orange"}
+    for ax, (name, table) in zip(axes[0], tables.items()):
+        mean = table.groupby(["band", "t"])[["signal", "noise"]].mean().reset_index()
+        cross = snr_crossings(table)
+        for band in BANDS:
+            g = mean[mean.band == band]
+            ax.plot(g.t, g.signal, color=colors[band], label=f"sqrt(abar) x0_{band}")
+            ax.plot(g.t, g.noise, color=colors[band], ls="--", label=f"sqrt(1-abar) eps_{band}")
+            if not math.isnan(cross[band]):
+                ax.axvline(cross[band], color=colors[band], lw=0.8, alpha=0.6)
+        ax.set_yscale("log")
+        ax.set_xlabel("t")
+        ax.set_title(f"{name}\nSNR=1 at t: low {cross['low']:.0f}, high {cross['high']:.0f}", fontsize=9)
+    axes[0, 0].set_ylabel("norm (mean over samples)")
+    axes[0, -1].legend(fontsize=7, loc="lower left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_variation(noising: pd.DataFrame, denoising: pd.DataFrame):
+    """Fig 2c: variation ratios while noising (over t) and along the denoising trajectory."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    palette = {"low": "tab:blue", "high": "tab:orange"}
+    style = {"hue": "band", "hue_order": BANDS, "palette": palette, "errorbar": ("pi", 90)}
+    sns.lineplot(noising, x="t", y="variation", ax=axes[0], **style)
+    axes[0].set_title("noising: ||x_t^b - x0^b|| / ||x0^b||", fontsize=9)
+    den = denoising.assign(progress=denoising.step / denoising.step.max())
+    sns.lineplot(den, x="progress", y="to_final", ax=axes[1], marker="o", **style)
+    axes[1].set_title("denoising: ||x_t^b - x0^b|| / ||x0^b|| (x0 = generated)", fontsize=9)
+    sns.lineplot(den.dropna(subset=["step_change"]), x="progress", y="step_change", ax=axes[2], marker="o", **style)
+    axes[2].set_title("denoising: per-step change ||dx^b|| / ||x^b||", fontsize=9)
+    for ax in axes[1:]:
+        ax.set_xlabel("fraction of sampling steps done")
+    axes[2].set_yscale("log")
+    fig.tight_layout()
+    return fig
+
+
+def plot_spectra(groups: dict[str, torch.Tensor], cutoff: float | None = None):
+    """Radially averaged power spectra, each sample normalised by its mean power (white noise = 1)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, x in groups.items():
+        radii, spectrum = fft.radial_power_spectrum(x.double())
+        norm = fft.power_spectrum(x.double()).mean(dim=(-2, -1), keepdim=True)[..., 0]
+        spec = (spectrum / norm.clamp_min(1e-30)).reshape(-1, len(radii))
+        med = spec.median(dim=0).values
+        lo, hi = spec.quantile(0.05, dim=0), spec.quantile(0.95, dim=0)
+        line = ax.plot(radii, med, label=f"{name} ({x.shape[-2]}x{x.shape[-1]})")[0]
+        ax.fill_between(radii, lo, hi, color=line.get_color(), alpha=0.15)
+    if cutoff is not None:
+        ax.axvline(cutoff, color="k", lw=0.8, ls=":", label=f"cutoff {cutoff}")
+    ax.set_yscale("log")
+    ax.set_xlabel("radius (fraction of Nyquist)")
+    ax.set_ylabel("power / mean power")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_proposition1(results: dict[str, Proposition1Result]):
+    """Low-band energy shares of noise vs clean samples, and the per-plane max |F|^2 against s_delta."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.2), squeeze=False)
+    for ax, (name, res) in zip(axes[0], results.items()):
+        bins = np.linspace(0, 1, 61)
+        ax.hist(res.noise_share, bins=bins, density=True, alpha=0.6, label=f"noise ({res.n_noise_planes} planes)")
+        ax.hist(res.image_share, bins=bins, density=True, alpha=0.6, label=f"clean ({len(res.image_share)})")
+        ax.axvline(res.band_fraction, color="k", ls=":", lw=0.8, label="share of bins in band")
+        ax.set_title(f"{name}: energy share below {res.cutoff} Nyquist\nP(max|F|^2 <= {res.bound:.1f}) = "
+                     f"{res.coverage:.3f} (claim >= {1 - res.delta:.2f})", fontsize=8)
+        ax.set_yscale("log")
+        ax.set_xlabel("low-band energy share")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def band_explorer(draw, t_max: int = 999, t: int = 500, cutoff: float = 0.25):
+    """Sliders over t and cutoff that redraw ``draw(t, cutoff)`` into an output area on change.
+
+    The first view is drawn as a normal cell output and the sliders only act on user changes:
+    nothing is routed through a widget while a notebook is executed headless (``interact``
+    sends every figure through an ``Output`` widget, which can stall nbclient/nbmake).
+    Returns the widget box, or ``None`` when ipywidgets is not installed (static view only).
+    """
+    from IPython.display import display
+
+    try:
+        import ipywidgets as widgets
+    except ImportError:
+        draw(t, cutoff)
+        return None
+    t_slider = widgets.IntSlider(value=t, min=0, max=t_max, step=10, description="t", continuous_update=False)
+    c_slider = widgets.FloatSlider(value=cutoff, min=0.05, max=1.0, step=0.05, description="cutoff",
+                                   continuous_update=False)
+    out = widgets.Output()
+
+    def update(_change=None) -> None:
+        with out:
+            out.clear_output(wait=True)
+            draw(t_slider.value, c_slider.value)
+
+    for slider in (t_slider, c_slider):
+        slider.observe(update, names="value")
+    box = widgets.VBox([widgets.HBox([t_slider, c_slider]), out])
+    box.update = update  # for tests and scripted use
+    display(box)
+    draw(t, cutoff)
+    return box
