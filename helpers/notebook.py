@@ -118,6 +118,7 @@ def start(
     pipe = loading.load_pipeline(mid) if load else None
     name = name or os.environ.get("T2I_NOTEBOOK") or "notebook"
     ctx = NotebookContext(name=name, profile=prof, model_id=mid, seed=seed, pipe=pipe, prompts=prompts, prompt_set=set_name)
+    (ctx.results_dir / "verdict.txt").unlink(missing_ok=True)  # verdicts of this run only
     device = loading.describe(pipe)["device"] if pipe is not None else "-"
     print(f"profile={prof.name} | model={ctx.model_label} | device={device} | prompts={len(prompts)} ({set_name}) "
           f"| steps={prof.num_inference_steps} | guidance={prof.guidance_scale} | seed={seed}")
