@@ -135,7 +135,9 @@ class Scorer:
         scorer = self
 
         class _ClipFeatures(torch.nn.Module):
-            num_features = None
+            def __init__(self) -> None:
+                super().__init__()
+                self.num_features = int(scorer._clip[0].config.projection_dim)
 
             def forward(self, x: torch.Tensor) -> torch.Tensor:
                 return scorer.image_features(x)

@@ -42,7 +42,7 @@ from helpers.evaluator import AttributeEvaluator, augment  # noqa: E402
 
 PROFILES: dict[str, dict[str, int]] = {
     "full": dict(n_images=30000, n_held_out=3000, clip_steps=600, clip_batch=128, vae_steps=3000, vae_batch=32,
-                 eval_steps=250, eval_batch=128, unet_steps=5500, unet_batch=64, ckpt_every=250),
+                 eval_steps=250, eval_batch=128, unet_steps=4000, unet_batch=64, ckpt_every=250),
     "smoke": dict(n_images=96, n_held_out=32, clip_steps=3, clip_batch=16, vae_steps=4, vae_batch=4,
                   eval_steps=3, eval_batch=16, unet_steps=4, unet_batch=8, ckpt_every=2),
 }

@@ -1,0 +1,601 @@
+"""Training-free acceleration by removing text guidance, measured against its peers.
+
+One benchmark run generates the same prompts from the same seeds with every method,
+per sampler (DDIM, DPM-Solver++) and step count ``N``:
+
+* ``full CFG``: the stock pipeline (the baseline; the paper's ``a = 0``);
+* ``text off after k (uncond)``: the paper's method, :class:`helpers.guidance.TextWindow`
+  with ``variant="uncond"`` (``a = N - k`` final steps keep only eps(x_t, empty));
+* ``guidance off after k (cond)``: the same window keeping eps(x_t, text);
+* ``adaptive stop``: :class:`helpers.guidance.AdaptiveStop`, per prompt, never before
+  ``adaptive_min_fraction * N`` text steps, with thresholds calibrated on separate prompts
+  (the rule replayed on their recorded ratios) so that the median prompt stops nearest a
+  target ``k``;
+* peers, where their packages install beside our diffusers: **T-GATE** (``tgate``: caches
+  cross-attention after a gate step and then drops CFG) and **DeepCache** (``DeepCache``:
+  reuses deep UNet features between full steps). Nothing is re-implemented by hand: a
+  peer that is missing or does not support the pipeline is reported with the reason.
+
+Latency is the wall-clock time of one whole pipeline call (text encoding, sampling, VAE
+decoding) on a fixed batch, with a warm-up and several repeats; methods run interleaved
+in a shuffled order in every round and each is divided by the baseline of the same round
+(median over rounds). The *limit* is ``1 - evaluations / 2N`` (``a / 2N`` for a text
+window): the saving if the denoiser were the only cost and scaled linearly with batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import guidance, metrics
+from .generation import initial_latents
+from .loading import denoiser, family, set_scheduler
+
+RESULTS_DIR = Path(__file__).resolve().parent.parent / "results" / "acceleration"
+KINDS = ("baseline", "uncond", "cond", "adaptive", "tgate", "deepcache")
+#: Fraction of N without text that defines "the paper's a" in our summaries (unsure: the
+#: paper's table does not pin it down; a = N/2 gives a UNet-time limit of exactly 25%).
+PAPER_A_FRACTION = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """One row of the benchmark."""
+
+    label: str
+    kind: str
+    text_steps: int | None = None  # k (uncond/cond); T-GATE's gate step; adaptive: calibration target
+    threshold: float | None = None  # adaptive stop
+    min_text_steps: int = 1  # adaptive stop: never before this many text steps
+    cache_interval: int | None = None  # DeepCache
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """What one benchmark profile measures."""
+
+    name: str
+    samplers: tuple[str, ...] = ("ddim", "dpm")
+    steps: tuple[int, ...] = (50,)
+    n_prompts: int = 8
+    batch_size: int = 8
+    repeats: int = 3
+    uncond_fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.7)
+    cond_fractions: tuple[float, ...] = (0.2, 0.5)
+    adaptive_fractions: tuple[float, ...] = (0.2, 0.3, 0.5)
+    adaptive_min_fraction: float = 0.1  # the adaptive stop keeps the text for at least this fraction of N
+    n_calibration: int = 8
+    tgate_fraction: float = 0.4  # T-GATE's default gate step is 10 of 25 steps
+    deepcache_intervals: tuple[int, ...] = (3,)
+    guidance_scale: float = 7.5
+    seed: int = 0
+
+
+PROFILES: dict[str, BenchConfig] = {
+    # about 2-3 minutes on 2 CPU cores with the embedded model
+    "quick": BenchConfig("quick", steps=(20,), n_prompts=8, repeats=3, cond_fractions=(0.3,),
+                         adaptive_fractions=(0.2, 0.4)),
+    # the paper's settings (50 steps) plus 25 and 20; quality on 32 prompts, timing on 8 (~30 min on 2 cores)
+    "full": BenchConfig("full", steps=(50, 25, 20), n_prompts=32, repeats=5,
+                        uncond_fractions=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8), cond_fractions=(0.2, 0.3, 0.5),
+                        adaptive_fractions=(0.2, 0.3, 0.4, 0.5), n_calibration=16),
+}
+
+
+# ---------------------------------------------------------------- peers
+
+
+def peer_status(pipe) -> dict[str, str | None]:
+    """Per peer (``"tgate"``, ``"deepcache"``): ``None`` when usable on ``pipe``, else the reason."""
+    fam = family(pipe)
+    status: dict[str, str | None] = {}
+    if importlib.util.find_spec("tgate") is None:
+        status["tgate"] = "package tgate is not installed (pip install tgate==1.0.0)"
+    else:
+        status["tgate"] = None
+    if importlib.util.find_spec("DeepCache") is None:
+        status["deepcache"] = "package DeepCache is not installed (pip install DeepCache==0.1.1)"
+    elif fam == "pixart":
+        status["deepcache"] = "DeepCache caches UNet skip branches; PixArt-alpha's transformer has none"
+    else:
+        status["deepcache"] = None
+    return status
+
+
+@contextlib.contextmanager
+def _forwards_restored(module: torch.nn.Module) -> Iterator[None]:
+    """Undo a peer's monkey-patching on exit: every submodule gets back the instance-level
+    ``forward`` it had before (none, or e.g. an accelerate offload hook), and T-GATE's
+    ``cache`` attributes are dropped."""
+    missing = object()
+    before = {sub: (sub.__dict__.get("forward", missing), sub.__dict__.get("cache", missing))
+              for sub in module.modules()}
+    try:
+        yield
+    finally:
+        for sub, saved in before.items():
+            for name, value in zip(("forward", "cache"), saved):
+                if value is missing:
+                    sub.__dict__.pop(name, None)
+                else:
+                    sub.__dict__[name] = value
+
+
+@contextlib.contextmanager
+def _tgate(pipe) -> Iterator[Callable]:
+    """T-GATE's pipeline call (``pipe.tgate``), with the attention forwards restored afterwards."""
+    import tgate
+
+    loader = {"sd": tgate.TgateSDLoader, "sdxl": tgate.TgateSDXLLoader, "pixart": tgate.TgatePixArtAlphaLoader}
+    with _forwards_restored(denoiser(pipe)):
+        loader[family(pipe)](pipe)
+        try:
+            yield pipe.tgate
+        finally:
+            del pipe.tgate
+
+
+@contextlib.contextmanager
+def _deepcache(pipe, interval: int) -> Iterator[Callable]:
+    """The stock call with DeepCache enabled (cache branch 0, uniform interval), disabled afterwards."""
+    from DeepCache import DeepCacheSDHelper
+
+    with _forwards_restored(denoiser(pipe)):
+        helper = DeepCacheSDHelper(pipe=pipe)
+        helper.set_params(cache_interval=interval, cache_branch_id=0)
+        helper.enable()
+        try:
+            yield pipe.__call__
+        finally:
+            helper.disable()
+
+
+# ---------------------------------------------------------------- methods
+
+
+def methods_for(steps: int, config: BenchConfig, thresholds: dict[int, float], peers: dict[str, str | None]
+                ) -> list[Method]:
+    """The methods of one (sampler, N) block; ``thresholds`` maps a target k to its calibrated threshold."""
+    def k_of(fraction: float) -> int:
+        return int(round(fraction * steps))
+
+    out = [Method("full CFG", "baseline", steps)]
+    out += [Method(f"text off after k={k} (uncond)", "uncond", k)
+            for k in sorted({k_of(f) for f in config.uncond_fractions})]
+    out += [Method(f"guidance off after k={k} (cond)", "cond", k)
+            for k in sorted({k_of(f) for f in config.cond_fractions})]
+    min_k = max(1, k_of(config.adaptive_min_fraction))
+    out += [Method(f"adaptive stop (target k={k}, τ={t:.3g})", "adaptive", k, threshold=t, min_text_steps=min_k)
+            for k, t in sorted(thresholds.items())]
+    if peers.get("tgate") is None:
+        gate = max(1, k_of(config.tgate_fraction))
+        out.append(Method(f"T-GATE (gate step {gate})", "tgate", gate))
+    if peers.get("deepcache") is None:
+        out += [Method(f"DeepCache (interval {i})", "deepcache", cache_interval=i) for i in config.deepcache_intervals]
+    return out
+
+
+def run_method(pipe, method: Method, prompts: Sequence[str], steps: int, guidance_scale: float = 7.5,
+               seed: int = 0, record: bool = False, **pipe_kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """Images of one method for one batch of prompts, and the number of text steps per prompt."""
+    prompts = list(prompts)
+    n = len(prompts)
+    if method.kind in ("baseline", "uncond", "cond", "adaptive"):
+        schedule = {
+            "baseline": None,
+            "uncond": guidance.TextWindow(method.text_steps, "uncond"),
+            "cond": guidance.TextWindow(method.text_steps, "cond"),
+            "adaptive": guidance.AdaptiveStop(method.threshold or 0.0, "uncond", method.min_text_steps),
+        }[method.kind]
+        run = guidance.sample(pipe, prompts, schedule, num_inference_steps=steps, guidance_scale=guidance_scale,
+                              seed=seed, batch_size=n, record=record, **pipe_kwargs)
+        return run.images, run.text_steps
+    latents = initial_latents(pipe, [seed + i for i in range(n)])
+    call = dict(num_inference_steps=steps, guidance_scale=guidance_scale, latents=latents, output_type="np",
+                **pipe_kwargs)
+    if method.kind == "tgate":
+        with _tgate(pipe) as tgate_call:
+            images = tgate_call(prompt=prompts, gate_step=method.text_steps, **call).images
+        return images, np.full(n, method.text_steps)
+    if method.kind == "deepcache":
+        with _deepcache(pipe, method.cache_interval) as cached_call:
+            images = cached_call(prompts, **call).images
+        return images, np.full(n, steps)
+    raise ValueError(f"unknown method kind {method.kind!r}; choose from {KINDS}")
+
+
+@contextlib.contextmanager
+def count_evaluations(pipe) -> Iterator[list[int]]:
+    """Count denoiser evaluations (batch rows summed over calls) while the block runs."""
+    rows = [0]
+
+    def hook(module, args, kwargs):
+        sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
+        rows[0] += int(sample.shape[0])
+
+    handle = denoiser(pipe).register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield rows
+    finally:
+        handle.remove()
+
+
+def calibrate_thresholds(pipe, prompts: Sequence[str], steps: int, targets: Sequence[int], guidance_scale: float,
+                         seed: int, batch_size: int, min_text_steps: int = 1) -> dict[int, float]:
+    """Adaptive-stop thresholds whose median stop on the calibration prompts is nearest each target ``k``.
+
+    One full-CFG run records ``r_t = ||eps_c - eps_u|| / ||eps_u||`` (no extra cost); the
+    rule is then replayed on the recorded ratios (:func:`helpers.guidance.adaptive_stop_steps`)
+    for every candidate threshold. Where the ratio does not fall over the steps, no
+    threshold may reach a target: the nearest median is taken.
+    """
+    run = guidance.sample(pipe, list(prompts), None, num_inference_steps=steps, guidance_scale=guidance_scale,
+                          seed=seed, batch_size=batch_size, record=True)
+    values = np.unique(run.ratio[np.isfinite(run.ratio)])
+    candidates = np.concatenate([values * (1 + 1e-6), [values.max() * 2]]) if values.size else np.array([1.0])
+    medians = np.array([np.median(guidance.adaptive_stop_steps(run.ratio, t, min_text_steps)) for t in candidates])
+    out = {}
+    for k in targets:
+        if 1 <= k <= steps:
+            best = np.flatnonzero(np.abs(medians - k) == np.abs(medians - k).min())
+            out[int(k)] = float(candidates[best[len(best) // 2]])
+    return out
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+def _time_call(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def time_methods(pipe, methods: Sequence[Method], prompts: Sequence[str], steps: int, guidance_scale: float,
+                 seed: int, repeats: int, rng: np.random.Generator, **pipe_kwargs) -> pd.DataFrame:
+    """Wall-clock seconds per method and round (methods shuffled in every round, baseline in each)."""
+    rows = []
+    for r in range(repeats):
+        for i in rng.permutation(len(methods)):
+            m = methods[i]
+            dt = _time_call(lambda: run_method(pipe, m, prompts, steps, guidance_scale, seed, **pipe_kwargs))
+            rows.append({"round": r, "method": m.label, "seconds": dt})
+    return pd.DataFrame(rows)
+
+
+def saved_latency(times: pd.DataFrame, baseline: str = "full CFG") -> pd.DataFrame:
+    """Per method: median seconds and the median over rounds of ``1 - t / t_baseline`` (same round)."""
+    wide = times.pivot(index="round", columns="method", values="seconds")
+    ratio = wide.div(wide[baseline], axis=0)
+    return pd.DataFrame({"median_s": wide.median(), "saved_latency": 100 * (1 - ratio.median())})
+
+
+def quality(scorer, images: np.ndarray, reference: np.ndarray, prompts: Sequence[str],
+            truths: Sequence[dict] | None) -> dict[str, float]:
+    """L1 and Image-CLIPScore to the baseline images, CLIPScore, attribute accuracy, CLIP-FID."""
+    out = {"l1": float(np.mean(metrics.l1_distance(images, reference)))}
+    if scorer is None:
+        return out
+    out["image_clip_score"] = float(np.mean(scorer.image_clip_score(images, reference)))
+    out["clip_score"] = float(np.mean(scorer.clip_score(images, list(prompts))))
+    if truths and all(truths):
+        predictions = scorer.attributes(images)
+        out["attribute_accuracy"] = 100 * float(np.mean(metrics.attribute_alignment(predictions, truths)))
+    out["clip_fid"] = max(0.0, clip_fid(scorer, images, reference))  # tiny negative values are round-off
+    return out
+
+
+def clip_fid(scorer, images: np.ndarray, reference: np.ndarray) -> float:
+    """``scorer.clip_fid`` (FID in our CLIP's image-feature space; not Inception FID).
+
+    Falls back to the same computation when ``helpers.metrics`` gives torchmetrics a
+    feature module without an integer ``num_features`` (a TypeError in torchmetrics 1.9).
+    """
+    try:
+        return scorer.clip_fid(images, reference)
+    except TypeError:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        class _ClipFeatures(torch.nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return scorer.image_features(x)
+
+        features = _ClipFeatures()
+        features.num_features = int(scorer.image_features(metrics.images_to_uint8(reference[:1])).shape[-1])
+        fid = FrechetInceptionDistance(feature=features, normalize=False)
+        fid.update(metrics.images_to_uint8(reference), real=True)
+        fid.update(metrics.images_to_uint8(images), real=False)
+        return float(fid.compute())
+
+
+def inception_fid(images: np.ndarray, reference: np.ndarray) -> float:
+    """Inception FID (``torchmetrics``, 2048 features) of ``images`` against ``reference`` (needs its weights)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    fid = FrechetInceptionDistance(feature=2048)
+    fid.update(metrics.images_to_uint8(reference), real=True)
+    fid.update(metrics.images_to_uint8(images), real=False)
+    return float(fid.compute())
+
+
+@dataclasses.dataclass
+class BlockResult:
+    """Everything measured for one (sampler, N)."""
+
+    table: pd.DataFrame
+    images: dict[str, np.ndarray]
+    times: pd.DataFrame
+    thresholds: dict[int, float]
+
+
+def run_block(pipe, sampler: str, steps: int, config: BenchConfig, prompts: Sequence[str],
+              truths: Sequence[dict] | None, calibration: Sequence[str], scorer=None,
+              with_inception: bool = False, log: Callable[[str], None] = print, **pipe_kwargs) -> BlockResult:
+    """Quality pass over all prompts (it is also the warm-up), then the timing rounds on the first batch."""
+    set_scheduler(pipe, sampler)
+    w, seed, bs = config.guidance_scale, config.seed, config.batch_size
+    peers = peer_status(pipe)
+    targets = sorted({int(round(f * steps)) for f in config.adaptive_fractions})
+    min_k = max(1, int(round(config.adaptive_min_fraction * steps)))
+    thresholds = (calibrate_thresholds(pipe, calibration, steps, targets, w, seed + 10_000, bs, min_k)
+                  if calibration else {})
+    methods = methods_for(steps, config, thresholds, peers)
+    images: dict[str, np.ndarray] = {}
+    rows = []
+    for m in methods:
+        parts, ks = [], []
+        with count_evaluations(pipe) as evals:
+            for start in range(0, len(prompts), bs):
+                im, k = run_method(pipe, m, prompts[start:start + bs], steps, w, seed + start, **pipe_kwargs)
+                parts.append(im)
+                ks.append(k)
+        images[m.label] = np.concatenate(parts)
+        k_mean = float(np.mean(np.concatenate(ks)))
+        rows.append({"sampler": sampler, "steps": steps, "method": m.label, "kind": m.kind,
+                     "k": k_mean, "a": steps - k_mean, "evals_per_image": evals[0] / len(prompts)})
+        log(f"  [{sampler} N={steps}] {m.label}: {evals[0] / len(prompts):.1f} denoiser evaluations per image")
+    times = time_methods(pipe, methods, prompts[:bs], steps, w, seed, config.repeats,
+                         np.random.default_rng(config.seed), **pipe_kwargs)
+    table = pd.DataFrame(rows).set_index("method")
+    table = table.join(saved_latency(times))
+    table["limit"] = 100 * (1 - table["evals_per_image"] / (2 * steps))
+    table.loc[table["kind"] == "deepcache", "limit"] = np.nan  # partial UNet passes: not countable
+    reference = images["full CFG"]
+    for m in methods:
+        q = quality(scorer, images[m.label], reference, prompts, truths)
+        if with_inception:
+            q["inception_fid"] = inception_fid(images[m.label], reference)
+        for name, value in q.items():
+            table.loc[m.label, name] = value
+    return BlockResult(table.reset_index(), images, times.assign(sampler=sampler, steps=steps), thresholds)
+
+
+# ---------------------------------------------------------------- summaries
+
+
+COLUMNS = {
+    "sampler": "sampler", "steps": "N", "method": "method", "k": "k", "a": "a = N-k",
+    "saved_latency": "saved latency %", "limit": "limit %", "evals_per_image": "UNet evals/img",
+    "l1": "L1 ↓", "image_clip_score": "Image-CLIPScore ↑", "clip_score": "CLIPScore ↑",
+    "attribute_accuracy": "attribute acc. % ↑", "clip_fid": "CLIP-FID ↓ (not Inception)",
+    "inception_fid": "Inception FID ↓", "median_s": "median s/batch",
+}
+
+
+def paper_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The benchmark table with readable column names and rounded numbers."""
+    cols = [c for c in COLUMNS if c in table.columns]
+    out = table[cols].rename(columns=COLUMNS)
+    return out.round(digits)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A pipe table (no ``tabulate`` needed)."""
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return "–" if np.isnan(v) else f"{v:.4g}"
+        return str(v)
+
+    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def at_paper_a(table: pd.DataFrame, fraction: float = PAPER_A_FRACTION) -> pd.DataFrame:
+    """Per (sampler, N), the ``uncond`` row whose ``a`` is nearest to ``fraction * N``, beside the baseline."""
+    rows = []
+    for (sampler, steps), block in table.groupby(["sampler", "steps"]):
+        paper = block[block["kind"] == "uncond"]
+        if paper.empty:
+            continue
+        row = paper.iloc[(paper["a"] - fraction * steps).abs().argmin()]
+        base = block[block["kind"] == "baseline"].iloc[0]
+        rows.append({
+            "sampler": sampler, "N": steps, "k": row["k"], "a": row["a"],
+            "saved latency %": row["saved_latency"], "limit %": row["limit"],
+            "attribute acc. % (full CFG)": base.get("attribute_accuracy", np.nan),
+            "attribute acc. %": row.get("attribute_accuracy", np.nan), "L1": row["l1"],
+            "Image-CLIPScore": row.get("image_clip_score", np.nan),
+        })
+    return pd.DataFrame(rows)
+
+
+def best_tradeoff(table: pd.DataFrame, max_drop: float = 2.0, quality_col: str = "attribute_accuracy"
+                  ) -> pd.DataFrame:
+    """Per (sampler, N), the fastest method whose ``quality_col`` is within ``max_drop`` points of full CFG."""
+    if quality_col not in table.columns:
+        return pd.DataFrame()
+    rows = []
+    for _, block in table.groupby(["sampler", "steps"]):
+        base = block.loc[block["kind"] == "baseline", quality_col].iloc[0]
+        ok = block[(block["kind"] != "baseline") & (block[quality_col] >= base - max_drop)]
+        if not ok.empty:
+            rows.append(ok.loc[ok["saved_latency"].idxmax()])
+    return pd.DataFrame(rows)
+
+
+def pareto_front(points: pd.DataFrame, x: str, y: str, higher_y_is_better: bool = True) -> pd.DataFrame:
+    """The points not dominated in (higher ``x``, better ``y``), sorted by ``x``."""
+    pts = points.dropna(subset=[x, y]).sort_values(x, ascending=False)
+    front, best = [], -np.inf
+    for _, p in pts.iterrows():
+        value = p[y] if higher_y_is_better else -p[y]
+        if value > best:
+            front.append(p)
+            best = value
+    return pd.DataFrame(front).sort_values(x) if front else pts.iloc[:0]
+
+
+def plot_pareto(table: pd.DataFrame):
+    """Saved latency vs attribute accuracy (or Image-CLIPScore) and vs L1, per (sampler, N); returns the figure."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    quality_col = "attribute_accuracy" if table.get("attribute_accuracy", pd.Series(dtype=float)).notna().any() \
+        else ("image_clip_score" if "image_clip_score" in table else None)
+    panels = [(quality_col, True), ("l1", False)] if quality_col else [("l1", False)]
+    blocks = list(table.groupby(["sampler", "steps"]))
+    fig, axes = plt.subplots(len(blocks), len(panels), figsize=(5.5 * len(panels), 3.6 * len(blocks)), squeeze=False)
+    palette = dict(zip(KINDS, sns.color_palette("tab10", len(KINDS))))
+    for r, ((sampler, steps), block) in enumerate(blocks):
+        for c, (col, higher) in enumerate(panels):
+            ax = axes[r, c]
+            for kind, part in block.groupby("kind"):
+                ax.scatter(part["saved_latency"], part[col], label=kind, color=palette[kind], s=36)
+                if kind in ("uncond", "cond"):
+                    for _, p in part.iterrows():
+                        ax.annotate(f"k={p['k']:.0f}", (p["saved_latency"], p[col]), fontsize=6,
+                                    xytext=(2, 2), textcoords="offset points")
+            front = pareto_front(block, "saved_latency", col, higher)
+            ax.plot(front["saved_latency"], front[col], color="gray", lw=1, ls="--", zorder=0, label="Pareto front")
+            ax.set_xlabel("saved latency vs full CFG (%)")
+            ax.set_ylabel(COLUMNS[col])
+            ax.set_title(f"{sampler.upper()}, N={steps}", fontsize=9)
+            if r == 0 and c == len(panels) - 1:
+                ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_examples(images: dict[str, np.ndarray], prompts: Sequence[str], title: str | None = None, n: int = 4):
+    """Image rows per method (first ``n`` prompts); returns the figure."""
+    from .plotting import image_grid
+
+    n = min(n, len(prompts))
+    labels = list(images)
+    grid = [images[m][i] for m in labels for i in range(n)]
+    titles = [prompts[i] for i in range(n)] + [""] * (len(grid) - n)
+    fig = image_grid(grid, titles=titles, ncols=n, size=1.3, suptitle=title,
+                     row_labels=[label.replace(" (", "\n(") for label in labels])
+    for ax in fig.axes:
+        ax.yaxis.label.set_size(6)
+    return fig
+
+
+# ---------------------------------------------------------------- a whole run, its files
+
+
+def results_dir(profile: str, model_id: str | None = None) -> Path:
+    """``results/acceleration/<profile>/`` for the embedded model, ``results/acceleration/<model>/<profile>/`` else."""
+    base = RESULTS_DIR if model_id is None else RESULTS_DIR / model_id.replace("/", "--")
+    return base / profile
+
+
+def run_benchmark(config: BenchConfig, model_id: str | None = None, out: Path | None = None, scorer="auto",
+                  with_inception: bool = False, log: Callable[[str], None] = print) -> Path:
+    """Run every block of ``config`` and write the result files; returns their folder.
+
+    Files: ``bench.csv`` (every number), ``bench.md`` (the table, with how it was measured),
+    ``times.csv`` (every timed call), ``pareto.png``, ``examples_<sampler>_<N>.png`` and
+    ``meta.json`` (machine, settings, peers, calibrated thresholds).
+
+    Args:
+        scorer: ``"auto"`` (:func:`helpers.alignment.scorer_for`), ``None`` (L1 and timing
+            only) or a :class:`helpers.metrics.Scorer`.
+    """
+    import json
+    import os
+    import platform
+
+    import matplotlib.pyplot as plt
+
+    from . import alignment, plotting, promptsets
+    from .loading import describe, load_pipeline
+
+    if with_inception and importlib.util.find_spec("torch_fidelity") is None:
+        raise ValueError("Inception FID needs the torch-fidelity package (pip install torch-fidelity)")
+    started = time.time()
+    out = Path(out) if out is not None else results_dir(config.name, model_id)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = load_pipeline(model_id)
+    set_name = promptsets.default_prompt_set_name(model_id)
+    records = promptsets.load_prompt_set(set_name)
+    if len(records) < config.n_prompts + config.n_calibration:
+        raise ValueError(f"prompt set {set_name!r} has {len(records)} prompts; the profile needs "
+                         f"{config.n_prompts} + {config.n_calibration} for calibration")
+    bench = records[:config.n_prompts]
+    calibration = [r.prompt for r in records[-config.n_calibration:]]  # disjoint from the benchmark prompts
+    prompts = [r.prompt for r in bench]
+    toy = alignment.uses_toy_world(model_id)  # the attribute evaluator reads the toy world only
+    truths = [r.attributes for r in bench] if toy and all(r.attributes for r in bench) else None
+    scorer = alignment.scorer_for(model_id) if scorer == "auto" else scorer
+    peers = peer_status(pipe)
+    log(f"profile={config.name} model={model_id or 'embedded'} threads={torch.get_num_threads()} "
+        f"prompts={len(prompts)} peers={ {k: v or 'ok' for k, v in peers.items()} }")
+    plotting.setup_style()
+    blocks = []
+    for sampler in config.samplers:
+        for steps in config.steps:
+            t0 = time.time()
+            block = run_block(pipe, sampler, steps, config, prompts, truths, calibration, scorer, with_inception, log)
+            blocks.append(block)
+            log(f"[{sampler} N={steps}] done in {time.time() - t0:.0f} s")
+            plot_examples(block.images, prompts, f"{sampler.upper()}, N={steps}").savefig(
+                out / f"examples_{sampler}_{steps}.png", dpi=110, bbox_inches="tight")
+            plt.close("all")
+    table = pd.concat([b.table for b in blocks], ignore_index=True)
+    table.to_csv(out / "bench.csv", index=False)
+    pd.concat([b.times for b in blocks]).to_csv(out / "times.csv", index=False)
+    plot_pareto(table).savefig(out / "pareto.png", dpi=110, bbox_inches="tight")
+    plt.close("all")
+    info = describe(pipe)
+    timing = min(config.batch_size, len(prompts))
+    header = (f"Measured on this machine ({platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} "
+              f"torch threads, device {info['device']}), profile `{config.name}`, model "
+              f"{model_id or 'embedded tiny model'}, guidance {config.guidance_scale}, {len(prompts)} prompts; "
+              f"latency: one batch of {timing} prompts, median of {config.repeats} same-round ratios to full CFG "
+              f"after a warm-up. Limit: 1 − UNet evaluations / 2N. CLIP-FID uses our CLIP's image features against "
+              f"the full-CFG images: it is not Inception FID.\n\n")
+    notes = "".join(f"- {k}: not run: {v}\n" for k, v in peers.items() if v)
+    (out / "bench.md").write_text(header + (notes + "\n" if notes else "") + to_markdown(paper_table(table)) + "\n")
+    meta = {
+        "profile": config.name, "config": dataclasses.asdict(config), "model_id": model_id,
+        "pipeline": info["pipeline"], "device": info["device"], "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(), "machine": platform.platform(), "peers": {k: v or "ok" for k, v in peers.items()},
+        "thresholds": {f"{b.table['sampler'][0]} N={b.table['steps'][0]}": b.thresholds for b in blocks},
+        "seconds": round(time.time() - started, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
+        "scorer": None if scorer is None else scorer.clip_path, "torch": torch.__version__,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+    log(f"wrote {out} in {meta['seconds']:.0f} s")
+    return out
+
+
+def load_results(folder: Path) -> tuple[pd.DataFrame, dict]:
+    """``bench.csv`` and ``meta.json`` of a finished run."""
+    import json
+
+    folder = Path(folder)
+    if not (folder / "bench.csv").exists():
+        raise FileNotFoundError(f"no benchmark results in {folder}; run scripts/bench_acceleration.py")
+    return pd.read_csv(folder / "bench.csv"), json.loads((folder / "meta.json").read_text())
