@@ -98,6 +98,9 @@ UNet: AdamW lr 4e-4 with warm-up and cosine decay, EMA (decay up to 0.999), 10% 
                  f"{quality['steps']} steps):\n\n" + to_markdown(quality))
     else:
         card += "Not measured yet: run `scripts/evaluate_tiny_model.py`.\n"
+    notes = model_dir / "TRAINING_NOTES.md"
+    if notes.exists():
+        card += "\n" + notes.read_text()
     card += """
 ## Reproduce
 ```bash
