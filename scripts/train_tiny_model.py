@@ -101,8 +101,9 @@ class Run:
         return steps is None or steps >= self.cfg.get(f"{stage}_steps", 0)
 
     def mark(self, stage: str, seconds: float, **info) -> None:
-        before = self.log_data.setdefault("stages", {}).get(stage, {}).get("seconds", 0.0) if (self.work / f"{stage}.done").exists() else 0.0
-        self.log_data["stages"][stage] = {"seconds": round(before + seconds, 1), **info}
+        stages = self.log_data.setdefault("stages", {})
+        before = stages.get(stage, {}).get("seconds", 0.0) if (self.work / f"{stage}.done").exists() else 0.0
+        stages[stage] = {"seconds": round(before + seconds, 1), **info}
         (self.work / f"{stage}.done").write_text(json.dumps(self.log_data["stages"][stage]))
 
 
