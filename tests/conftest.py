@@ -22,6 +22,21 @@ def tiny_pipe():
 
 
 @pytest.fixture(scope="session")
+def pipes():
+    """Random tiny pipelines of every supported class (helpers.random_pipelines), built on first use."""
+    from helpers.random_pipelines import random_pipeline
+
+    cache = {}
+
+    def get(kind: str):
+        if kind not in cache:
+            cache[kind] = random_pipeline(kind)
+        return cache[kind]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def smoke_model(tmp_path_factory) -> Path:
     """A model folder made by a few steps of every training stage (scripts/train_tiny_model.py)."""
     module = load_script("train_tiny_model")

@@ -12,23 +12,10 @@ from helpers import kv_substitution as kv
 from helpers import surgery
 from helpers.attention import record_attention
 from helpers.loading import denoiser
+from helpers.random_pipelines import KINDS
 
 PROMPT_A = "a photo of a large red striped circle on the left"
 PROMPT_B = "a blue plain star"
-KINDS = ("sd15", "sd21", "sdxl", "pixart")
-
-
-@pytest.fixture(scope="module")
-def pipes():
-    random_pipelines = pytest.importorskip("helpers.random_pipelines")
-    cache = {}
-
-    def get(kind: str):
-        if kind not in cache:
-            cache[kind] = random_pipelines.random_pipeline(kind)
-        return cache[kind]
-
-    return get
 
 
 def small(pipe) -> dict:

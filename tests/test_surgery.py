@@ -8,24 +8,10 @@ import torch
 
 from helpers import alignment, surgery
 from helpers.generation import initial_latents
+from helpers.random_pipelines import KINDS
 
 LONG_A = "there is a large red striped circle on the left on a black background"  # 14 semantic tokens
 SHORT_B = "a blue star"  # 3 semantic tokens
-KINDS = ("sd15", "sd21", "sdxl", "pixart")
-
-
-@pytest.fixture(scope="module")
-def pipes():
-    """Random tiny pipelines of every supported class, built on first use."""
-    random_pipelines = pytest.importorskip("helpers.random_pipelines")
-    cache = {}
-
-    def get(kind: str):
-        if kind not in cache:
-            cache[kind] = random_pipelines.random_pipeline(kind)
-        return cache[kind]
-
-    return get
 
 
 def call_kwargs(pipe) -> dict:
