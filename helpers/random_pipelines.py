@@ -157,16 +157,7 @@ def _sd21() -> StableDiffusionPipeline:
         use_linear_projection=True,
         norm_num_groups=16,
     )
-    return StableDiffusionPipeline(
-        vae=_vae(3, 64),
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=_ddim(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    return tiny_model.assemble_pipeline(tokenizer, text_encoder, _vae(3, 64), unet)
 
 
 def _sdxl() -> StableDiffusionXLPipeline:
