@@ -38,7 +38,7 @@ import torch
 
 from . import guidance, metrics
 from .generation import initial_latents
-from .loading import denoiser, family, set_scheduler
+from .loading import count_evaluations, denoiser, family, set_scheduler  # noqa: F401 (count_evaluations: re-exported)
 
 RESULTS_DIR = Path(__file__).resolve().parent.parent / "results" / "acceleration"
 KINDS = ("baseline", "uncond", "cond", "adaptive", "tgate", "deepcache")
@@ -213,22 +213,6 @@ def run_method(pipe, method: Method, prompts: Sequence[str], steps: int, guidanc
     raise ValueError(f"unknown method kind {method.kind!r}; choose from {KINDS}")
 
 
-@contextlib.contextmanager
-def count_evaluations(pipe) -> Iterator[list[int]]:
-    """Count denoiser evaluations (batch rows summed over calls) while the block runs."""
-    rows = [0]
-
-    def hook(module, args, kwargs):
-        sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
-        rows[0] += int(sample.shape[0])
-
-    handle = denoiser(pipe).register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield rows
-    finally:
-        handle.remove()
-
-
 def calibrate_thresholds(pipe, prompts: Sequence[str], steps: int, targets: Sequence[int], guidance_scale: float,
                          seed: int, batch_size: int, min_text_steps: int = 1) -> dict[int, float]:
     """Adaptive-stop thresholds whose median stop on the calibration prompts is nearest each target ``k``.
@@ -337,6 +321,27 @@ class BlockResult:
     thresholds: dict[int, float]
 
 
+def _generate_sharded(pipe, method: Method, prompts: Sequence[str], steps: int, guidance_scale: float, seed: int,
+                      batch_size: int, **pipe_kwargs) -> tuple[np.ndarray, np.ndarray, int]:
+    """One method's images for all prompts, batches shared among the ``accelerate`` processes.
+
+    Batch ``start`` always uses seeds ``seed + start + i``, whichever process runs it, so a
+    sharded run gathers exactly the images of a single-process run. Returns the images, the
+    text steps per prompt and the number of denoiser evaluations (all processes together).
+    """
+    from . import sharding
+
+    def one_batch(start: int):
+        with count_evaluations(pipe) as evals:
+            im, k = run_method(pipe, method, prompts[start:start + batch_size], steps, guidance_scale, seed + start,
+                               **pipe_kwargs)
+        return im, np.asarray(k), evals[0]
+
+    parts = sharding.run_sharded(list(range(0, len(prompts), batch_size)), one_batch)
+    return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+            int(sum(p[2] for p in parts)))
+
+
 def run_block(pipe, sampler: str, steps: int, config: BenchConfig, prompts: Sequence[str],
               truths: Sequence[dict] | None, calibration: Sequence[str], scorer=None,
               with_inception: bool = False, log: Callable[[str], None] = print, **pipe_kwargs) -> BlockResult:
@@ -352,17 +357,12 @@ def run_block(pipe, sampler: str, steps: int, config: BenchConfig, prompts: Sequ
     images: dict[str, np.ndarray] = {}
     rows = []
     for m in methods:
-        parts, ks = [], []
-        with count_evaluations(pipe) as evals:
-            for start in range(0, len(prompts), bs):
-                im, k = run_method(pipe, m, prompts[start:start + bs], steps, w, seed + start, **pipe_kwargs)
-                parts.append(im)
-                ks.append(k)
-        images[m.label] = np.concatenate(parts)
-        k_mean = float(np.mean(np.concatenate(ks)))
+        im, ks, evals = _generate_sharded(pipe, m, prompts, steps, w, seed, bs, **pipe_kwargs)
+        images[m.label] = im
+        k_mean = float(np.mean(ks))
         rows.append({"sampler": sampler, "steps": steps, "method": m.label, "kind": m.kind,
-                     "k": k_mean, "a": steps - k_mean, "evals_per_image": evals[0] / len(prompts)})
-        log(f"  [{sampler} N={steps}] {m.label}: {evals[0] / len(prompts):.1f} denoiser evaluations per image")
+                     "k": k_mean, "a": steps - k_mean, "evals_per_image": evals / len(prompts)})
+        log(f"  [{sampler} N={steps}] {m.label}: {evals / len(prompts):.1f} denoiser evaluations per image")
     times = time_methods(pipe, methods, prompts[:bs], steps, w, seed, config.repeats,
                          np.random.default_rng(config.seed), **pipe_kwargs)
     table = pd.DataFrame(rows).set_index("method")
@@ -529,15 +529,17 @@ def run_benchmark(config: BenchConfig, model_id: str | None = None, out: Path | 
 
     import matplotlib.pyplot as plt
 
-    from . import alignment, plotting, promptsets
+    from . import alignment, plotting, promptsets, sharding
     from .loading import describe, load_pipeline
 
     if with_inception and importlib.util.find_spec("torch_fidelity") is None:
         raise ValueError("Inception FID needs the torch-fidelity package (pip install torch-fidelity)")
     started = time.time()
     out = Path(out) if out is not None else results_dir(config.name, model_id)
-    out.mkdir(parents=True, exist_ok=True)
-    pipe = load_pipeline(model_id)
+    main = sharding.is_main_process()  # under `accelerate launch`, process 0 writes every file
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    pipe = load_pipeline(model_id, device=sharding.process_device() if sharding.state().num_processes > 1 else None)
     set_name = promptsets.default_prompt_set_name(model_id)
     records = promptsets.load_prompt_set(set_name)
     if len(records) < config.n_prompts + config.n_calibration:
@@ -560,9 +562,13 @@ def run_benchmark(config: BenchConfig, model_id: str | None = None, out: Path | 
             block = run_block(pipe, sampler, steps, config, prompts, truths, calibration, scorer, with_inception, log)
             blocks.append(block)
             log(f"[{sampler} N={steps}] done in {time.time() - t0:.0f} s")
+            if not main:
+                continue
             plot_examples(block.images, prompts, f"{sampler.upper()}, N={steps}").savefig(
                 out / f"examples_{sampler}_{steps}.png", dpi=110, bbox_inches="tight")
             plt.close("all")
+    if not main:
+        return out
     table = pd.concat([b.table for b in blocks], ignore_index=True)
     table.to_csv(out / "bench.csv", index=False)
     pd.concat([b.times for b in blocks]).to_csv(out / "times.csv", index=False)

@@ -192,38 +192,6 @@ def band_snapshot(
 
 
 # --------------------------------------------------------------------------- denoising trajectory
-class LatentRecorder:
-    """``callback_on_step_end`` that keeps the latents after every step (on CPU, float32).
-
-    Works across the batches of :func:`helpers.generation.generate`: a call with ``step == 0``
-    opens a new batch. ``legacy`` is the old ``callback(step, t, latents)`` form (PixArt-alpha).
-    """
-
-    def __init__(self) -> None:
-        self.batches: list[list[torch.Tensor]] = []
-        self.timesteps: list[int] = []
-
-    def _record(self, step: int, timestep, latents: torch.Tensor) -> None:
-        if step == 0:
-            self.batches.append([])
-            self.timesteps = []
-        self.batches[-1].append(latents.detach().float().cpu())
-        self.timesteps.append(int(timestep))
-
-    def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
-        self._record(step, timestep, callback_kwargs["latents"])
-        return {}
-
-    def legacy(self, step: int, timestep, latents: torch.Tensor) -> None:
-        self._record(step, timestep, latents)
-
-    def latents(self) -> torch.Tensor:
-        """``(steps, B, C, H, W)``: the latents after each step, batches concatenated."""
-        if not self.batches:
-            raise ValueError("nothing was recorded: pass the recorder as callback_on_step_end")
-        return torch.cat([torch.stack(b) for b in self.batches], dim=1)
-
-
 @dataclasses.dataclass
 class Trajectory:
     """A recorded sampling run: ``latents[k]`` is x after ``k`` steps (``latents[0]`` = x_T)."""
@@ -254,24 +222,17 @@ def denoising_trajectory(
 ) -> Trajectory:
     """Generate with the stock pipeline call and record x_t at every step (no copied loop).
 
-    The initial noise is :func:`helpers.generation.initial_latents` of seeds ``seed + i``, the
-    same as :func:`helpers.generation.generate` uses for prompt ``i``.
+    The recording is :func:`helpers.trajectory.trajectory`'s (x_t entering each step, then the
+    final latent); the initial noise is that of :func:`helpers.generation.generate`
+    (seeds ``seed + i`` for prompt ``i``).
     """
-    from .generation import generate, initial_latents
-    from .loading import family
+    from .trajectory import trajectory
 
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    recorder = LatentRecorder()
-    if family(pipe) == "pixart":  # PixArt-alpha only has the legacy per-step callback
-        hook = {"callback": recorder.legacy, "callback_steps": 1}
-    else:
-        hook = {"callback_on_step_end": recorder, "callback_on_step_end_tensor_inputs": ["latents"]}
-    images = generate(pipe, prompts, seed=seed, num_inference_steps=num_inference_steps,
-                      guidance_scale=guidance_scale, batch_size=batch_size, progress=progress, **hook)
-    start = initial_latents(pipe, [seed + i for i in range(len(prompts))]).float().cpu()
-    start = start * float(getattr(pipe.scheduler, "init_noise_sigma", 1.0))
-    latents = torch.cat([start[None], recorder.latents()])
-    return Trajectory(latents=latents, timesteps=recorder.timesteps, images=images)
+    images, recorded = trajectory(pipe, prompts, seed=seed, num_inference_steps=num_inference_steps,
+                                  guidance_scale=guidance_scale, batch_size=batch_size, progress=progress)
+    if recorded.xt.shape[0] != recorded.num_steps + 1:
+        raise ValueError("the final latent was not recorded (the pipeline ran no step-end callback)")
+    return Trajectory(latents=recorded.xt, timesteps=[int(t) for t in recorded.timesteps], images=images)
 
 
 def trajectory_variation(traj: Trajectory, cutoff: float = 0.25, mask: str = "ideal") -> pd.DataFrame:

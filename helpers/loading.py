@@ -10,10 +10,12 @@ sentence saying what to do.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -178,6 +180,26 @@ def denoiser(pipe) -> torch.nn.Module:
     """The UNet (SD, SDXL) or transformer (PixArt) of a supported pipeline."""
     family(pipe)
     return pipe.unet if hasattr(pipe, "unet") and pipe.unet is not None else pipe.transformer
+
+
+@contextlib.contextmanager
+def count_evaluations(pipe) -> Iterator[list[int]]:
+    """Count denoiser evaluations (batch rows summed over calls) while the block runs.
+
+    ``with count_evaluations(pipe) as n: ...`` then ``n[0]``; a CFG step of one image counts 2.
+    The hook is removed on exit, also when the block raises.
+    """
+    rows = [0]
+
+    def hook(module, args, kwargs):
+        sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
+        rows[0] += int(sample.shape[0])
+
+    handle = denoiser(pipe).register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield rows
+    finally:
+        handle.remove()
 
 
 def describe(pipe) -> dict[str, object]:

@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,9 @@ class NotebookContext:
     pipe: Any
     prompts: list[promptsets.PromptRecord]
     prompt_set: str
+    started: float = dataclasses.field(default_factory=time.time)
+    _counter: list[int] | None = None
+    _hooks: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack)
 
     @property
     def is_embedded(self) -> bool:
@@ -76,7 +81,21 @@ class NotebookContext:
         print(text)
         with open(self.results_dir / "verdict.txt", "a") as fh:
             fh.write(text + "\n")
+        self.save_table(self.run_summary(), "run_summary")
         return text
+
+    def run_summary(self) -> dict:
+        """Denoiser evaluations (batch rows) and wall-clock seconds since :func:`start`.
+
+        The README turns the full-profile counts into expected runtimes on real models.
+        """
+        return {"notebook": self.name, "profile": self.profile.name, "model": self.model_label,
+                "denoiser_evaluations": None if self._counter is None else self._counter[0],
+                "seconds": round(time.time() - self.started, 1)}
+
+    def close(self) -> None:
+        """Remove the evaluation counter's hook (done automatically when the kernel exits)."""
+        self._hooks.close()
 
     @property
     def model_label(self) -> str:
@@ -118,6 +137,8 @@ def start(
     pipe = loading.load_pipeline(mid) if load else None
     name = name or os.environ.get("T2I_NOTEBOOK") or "notebook"
     ctx = NotebookContext(name=name, profile=prof, model_id=mid, seed=seed, pipe=pipe, prompts=prompts, prompt_set=set_name)
+    if pipe is not None:
+        ctx._counter = ctx._hooks.enter_context(loading.count_evaluations(pipe))
     (ctx.results_dir / "verdict.txt").unlink(missing_ok=True)  # verdicts of this run only
     device = loading.describe(pipe)["device"] if pipe is not None else "-"
     print(f"profile={prof.name} | model={ctx.model_label} | device={device} | prompts={len(prompts)} ({set_name}) "

@@ -3,6 +3,12 @@
     python scripts/bench_acceleration.py                   # quick profile, embedded model (~2 min, 2 cores)
     python scripts/bench_acceleration.py --profile full    # 50/25/20 steps, DDIM + DPM-Solver++, 32 prompts
     python scripts/bench_acceleration.py --model-id stable-diffusion-v1-5/stable-diffusion-v1-5 --inception-fid
+    accelerate launch --num_processes 4 scripts/bench_acceleration.py --profile full --model-id <id>   # 4 GPUs
+
+Under ``accelerate launch`` the quality pass (every method on every prompt) is shared
+among the processes (``helpers.sharding``) and gathered into the files a single-process
+run writes; every process times the same first batch on its own device, and process 0
+writes its timings.
 
 Writes ``results/acceleration/<profile>/`` (embedded model) or
 ``results/acceleration/<model>/<profile>/``: ``bench.csv`` (every number), ``bench.md``
@@ -31,6 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", nargs="+", type=int, default=None)
     p.add_argument("--n-prompts", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="prompts per pipeline call (and per shard item)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--clip-model", default=None, help="CLIP for CLIPScore (default: the model's own / openai's)")
     p.add_argument("--inception-fid", action="store_true", help="also Inception FID (needs torch-fidelity)")
@@ -44,18 +51,20 @@ def main(argv=None) -> Path:
     import torch
 
     from helpers import acceleration as acc
-    from helpers import profile
+    from helpers import profile, sharding
     from helpers.metrics import Scorer
 
     if args.threads:
         torch.set_num_threads(args.threads)
     config = acc.PROFILES[args.profile or os.environ.get(profile.ENV_VAR) or "quick"]
-    changes = {"samplers": args.samplers, "steps": args.steps, "n_prompts": args.n_prompts, "repeats": args.repeats}
+    changes = {"samplers": args.samplers, "steps": args.steps, "n_prompts": args.n_prompts, "repeats": args.repeats,
+               "batch_size": args.batch_size}
     config = dataclasses.replace(config, **{k: tuple(v) if isinstance(v, list) else v
                                             for k, v in changes.items() if v is not None})
     scorer = None if args.no_metrics else Scorer(args.clip_model) if args.clip_model else "auto"
     out = acc.run_benchmark(config, profile.get_model_id(args.model_id), args.out, scorer, args.inception_fid)
-    print((out / "bench.md").read_text())
+    if (out / "bench.md").exists() and sharding.is_main_process():
+        print((out / "bench.md").read_text())
     return out
 
 

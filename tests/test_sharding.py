@@ -108,3 +108,23 @@ def test_two_cpu_processes_write_the_single_process_file(tmp_path):
     assert [(r["index"], r["seed"], r["method"]) for r in rows] == [
         (i, s, m) for i in range(2) for s in range(2) for m in ("cfg", "nocfg")
     ]
+
+
+@pytest.mark.slow
+def test_benchmark_sharded_over_two_cpu_processes_matches_one_process(tmp_path):
+    """The acceleration benchmark under `accelerate launch`: same methods, k, UNet calls and images (L1)."""
+    import pandas as pd
+
+    bench = [str(ROOT / "scripts" / "bench_acceleration.py"), "--model-id", "random-tiny", "--samplers", "ddim",
+             "--steps", "4", "--n-prompts", "4", "--batch-size", "2", "--repeats", "1", "--no-metrics", "--threads", "1"]
+    _run([sys.executable, *bench, "--out", str(tmp_path / "single")])
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()),
+    ]
+    _run([*launch, *bench, "--out", str(tmp_path / "sharded")])
+    single, sharded = (pd.read_csv(tmp_path / name / "bench.csv") for name in ("single", "sharded"))
+    same = ["method", "kind", "k", "evals_per_image", "limit", "l1"]
+    pd.testing.assert_frame_equal(single[same], sharded[same])
+    assert (tmp_path / "sharded" / "pareto.png").exists()
