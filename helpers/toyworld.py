@@ -176,11 +176,13 @@ def _pattern_mask(pattern: str, x: np.ndarray, y: np.ndarray, phase: float) -> n
     if pattern == "plain":
         return np.zeros_like(x, dtype=bool)
     if pattern == "striped":
-        return ((x + y + 6.0 * phase) % 6.0) < 3.0
+        # diagonal stripes, 7 px apart across the stripe: coarse enough for a 4x-downsampling VAE
+        return ((x + y + 10.0 * phase) % 10.0) < 5.0
     if pattern == "dotted":
-        gx = (x + 2.0 * phase) % 5.0 - 2.5
-        gy = (y + 2.0 * phase) % 5.0 - 2.5
-        return gx * gx + gy * gy <= 1.4**2
+        # dots on an 8 px grid (two latent pixels of the 16x16 latent per period)
+        gx = (x + 8.0 * phase) % 8.0 - 4.0
+        gy = (y + 8.0 * phase) % 8.0 - 4.0
+        return gx * gx + gy * gy <= 2.2**2
     raise ValueError(f"unknown pattern {pattern!r}; choose from {PATTERNS}")
 
 

@@ -9,7 +9,9 @@ Stages, in order, each checkpointed so an interrupted run resumes where it stopp
 4. ``evaluator`` the attribute evaluator (on all pairs, augmented renders; no shared weights)
 5. ``latents``   encode the training images once, fix the VAE ``scaling_factor``
 6. ``unet``      UNet2DConditionModel, epsilon prediction, 10% empty-prompt dropout, EMA
-7. ``export``    save the StableDiffusionPipeline folder, the CLIPModel and the evaluator
+7. ``decoder``   fine-tune the VAE decoder alone at full size (encoder frozen, so the UNet's
+                 latents do not change: sharper edges and pattern marks)
+8. ``export``    save the StableDiffusionPipeline folder, the CLIPModel and the evaluator
 
 Usage::
 
@@ -41,12 +43,14 @@ from helpers import toyworld  # noqa: E402
 from helpers.evaluator import AttributeEvaluator, augment  # noqa: E402
 
 PROFILES: dict[str, dict[str, int]] = {
-    "full": dict(n_images=30000, n_held_out=3000, clip_steps=600, clip_batch=128, vae_steps=3000, vae_batch=32,
-                 eval_steps=250, eval_batch=128, unet_steps=4000, unet_batch=64, ckpt_every=250),
+    "full": dict(n_images=30000, n_held_out=3000, clip_steps=800, clip_batch=128, vae_steps=3000, vae_batch=32,
+                 eval_steps=250, eval_batch=128, unet_steps=4500, unet_batch=64, unet_offset_noise=0.1, decoder_steps=800, decoder_batch=32,
+                 ckpt_every=250),
     "smoke": dict(n_images=96, n_held_out=32, clip_steps=3, clip_batch=16, vae_steps=4, vae_batch=4,
-                  eval_steps=3, eval_batch=16, unet_steps=4, unet_batch=8, ckpt_every=2),
+                  eval_steps=3, eval_batch=16, unet_steps=4, unet_batch=8, unet_offset_noise=0.1, decoder_steps=3, decoder_batch=4,
+                  ckpt_every=2),
 }
-STAGES = ("data", "clip", "vae", "evaluator", "latents", "unet", "export")
+STAGES = ("data", "clip", "vae", "evaluator", "latents", "unet", "decoder", "export")
 CLIP_MEAN = CLIP_STD = (0.5, 0.5, 0.5)
 
 
@@ -135,14 +139,51 @@ def tokenize(tokenizer, captions: list[str], max_length: int = tm.MAX_LENGTH) ->
                      return_tensors="pt").input_ids
 
 
+class TokenHeads(torch.nn.Module):
+    """Auxiliary heads on the text tower's per-token hidden states (training only, not exported).
+
+    Contrastive training only shapes the pooled [EOS] state; a tiny text tower then leaves
+    the other hidden states -- the ones SD's cross-attention reads -- nearly identical from
+    word to word. Two light heads make them informative, as a large-scale CLIP's are:
+    each word token predicts its own token id, and each [EOS]-class position ([EOS] and
+    the [EOS] padding) predicts the attributes the caption names.
+    """
+
+    def __init__(self, hidden: int, vocab_size: int) -> None:
+        super().__init__()
+        self.token = torch.nn.Linear(hidden, vocab_size)
+        self.attributes = torch.nn.ModuleDict({n: torch.nn.Linear(hidden, len(v)) for n, v in toyworld.ATTRIBUTES.items()})
+
+    def loss(self, hidden: torch.Tensor, ids: torch.Tensor, eos_id: int, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        eos_class = torch.cumsum(ids == eos_id, dim=1) > 0
+        words = ~eos_class
+        words[:, 0] = False  # [SOS]
+        loss = F.cross_entropy(self.token(hidden[words]), ids[words])
+        pooled = hidden[eos_class]  # every [EOS]-class position of every caption
+        rows = eos_class.nonzero()[:, 0]
+        for name, head in self.attributes.items():
+            target = labels[name][rows]
+            if (target >= 0).any():
+                loss = loss + F.cross_entropy(head(pooled), target, ignore_index=-100) / len(self.attributes)
+        return loss
+
+
+def named_labels(captions: list[str]) -> dict[str, torch.Tensor]:
+    """Label index of each attribute a caption names, -100 where it names none."""
+    named = [toyworld.named_attributes(c) for c in captions]
+    return {n: torch.tensor([v.index(a[n]) if n in a else -100 for a in named]) for n, v in toyworld.ATTRIBUTES.items()}
+
+
 def stage_clip(run: Run, tokenizer) -> dict:
     cfg, data = run.cfg, load_data(run)
     torch.manual_seed(run.seed)
     model = tm.clip_model(tokenizer).to(run.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.05)
+    heads = TokenHeads(tm.HIDDEN, len(tokenizer)).to(run.device)
+    params = list(model.parameters()) + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + np.cos(np.pi * s / cfg["clip_steps"])))
     ck = Checkpointer(run.work / "clip.ckpt", cfg["ckpt_every"])
-    objs = {"model": model, "opt": opt, "sched": sched}
+    objs = {"model": model, "heads": heads, "opt": opt, "sched": sched}
     start = ck.resume(objs)
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     losses = []
@@ -150,18 +191,25 @@ def stage_clip(run: Run, tokenizer) -> dict:
         g, rng = step_generator(run.seed, "clip", step)
         idx = rng.integers(len(data["images"]), size=cfg["clip_batch"])
         pixels = (images_to_tensor(data["images"][idx]) - mean) / mean
-        # causal text tower: the first [EOS] (pooled) never sees later padding, so 32 tokens suffice here
-        ids = tokenize(tokenizer, [toyworld.caption(data["scenes"][i], rng) for i in idx], max_length=32)
-        loss = model(input_ids=ids.to(run.device), pixel_values=pixels.to(run.device), return_loss=True).loss
+        captions = [toyworld.caption(data["scenes"][i], rng) for i in idx]
+        ids = tokenize(tokenizer, captions).to(run.device)  # all 77 positions: the UNet reads every one
+        out = model(input_ids=ids, pixel_values=pixels.to(run.device), return_loss=True)
+        labels = {n: v.to(run.device) for n, v in named_labels(captions).items()}
+        aux = heads.loss(out.text_model_output.last_hidden_state, ids, tokenizer.eos_token_id, labels)
+        loss = out.loss + aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        losses.append(loss.item())
+        losses.append((out.loss.item(), aux.item()))
         ck.maybe_save(step + 1, objs)
     ck.maybe_save(cfg["clip_steps"], objs, force=True)
     model.save_pretrained(run.work / "clip")
-    return {"final_loss": float(np.mean(losses[-50:])) if losses else None}
+    final = np.mean(losses[-50:], axis=0) if losses else [None, None]
+    log(f"clip losses (contrastive, auxiliary): {final}")
+    return {"final_loss": None if final[0] is None else float(final[0]),
+            "final_aux_loss": None if final[1] is None else float(final[1])}
 
 
 def stage_vae(run: Run) -> dict:
@@ -184,10 +232,8 @@ def stage_vae(run: Run) -> dict:
             x = x[:, :, oy:oy + 32, ox:ox + 32]
         x = x.to(run.device)
         post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample(generator=None)).sample
-        loss_rec = F.l1_loss(rec, x) + F.mse_loss(rec, x)
-        loss_col = F.mse_loss(F.avg_pool2d(rec, 4), F.avg_pool2d(x, 4))  # colour fidelity
-        loss = loss_rec + 2.0 * loss_col + 1e-6 * post.kl().mean()
+        loss_rec, loss = reconstruction_loss(vae.decode(post.sample(generator=None)).sample, x)
+        loss = loss + 1e-6 * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -195,14 +241,66 @@ def stage_vae(run: Run) -> dict:
         losses.append(loss_rec.item())
         ck.maybe_save(step + 1, objs)
     ck.maybe_save(steps, objs, force=True)
-    vae.eval()
-    with torch.no_grad():
-        x = images_to_tensor(data["held_images"][:256]).to(run.device) * 2 - 1
-        rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
-        psnr = float(10 * torch.log10(4.0 / F.mse_loss(rec, x)))
+    psnr = vae_psnr(vae.eval(), data["held_images"][:256], run.device)
     vae.save_pretrained(run.work / "vae")
     log(f"VAE PSNR on held-out-pair renders: {psnr:.1f} dB")
     return {"psnr_held_out_pairs_db": round(psnr, 2)}
+
+
+def reconstruction_loss(rec: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pixel L1 + MSE, the whole VAE loss without KL): pixels, colour fidelity, image gradients."""
+    loss_rec = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+    loss_col = F.mse_loss(F.avg_pool2d(rec, 4), F.avg_pool2d(x, 4))  # colour fidelity
+    # edges and pattern marks: match the image gradients too (a blurred pattern costs more)
+    loss_grad = F.l1_loss(rec.diff(dim=-1), x.diff(dim=-1)) + F.l1_loss(rec.diff(dim=-2), x.diff(dim=-2))
+    return loss_rec, loss_rec + 2.0 * loss_col + loss_grad
+
+
+def vae_psnr(vae, images: np.ndarray, device) -> float:
+    """PSNR (dB) of encode -> mode -> decode on ``images`` (uint8 HWC)."""
+    with torch.no_grad():
+        x = images_to_tensor(images).to(device) * 2 - 1
+        rec = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        return float(10 * torch.log10(4.0 / F.mse_loss(rec, x)))
+
+
+def stage_decoder(run: Run) -> dict:
+    """Fine-tune decoder + post_quant_conv on full-size images; the encoder (and the latents) stay as they are."""
+    from diffusers import AutoencoderKL
+
+    cfg, data = run.cfg, load_data(run)
+    torch.manual_seed(run.seed)
+    vae = AutoencoderKL.from_pretrained(run.work / "vae").to(run.device)
+    vae.requires_grad_(False)
+    trained = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for p in trained:
+        p.requires_grad_(True)
+    steps = cfg["decoder_steps"]
+    opt = torch.optim.Adam(trained, lr=3e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + np.cos(np.pi * s / steps)))
+    ck = Checkpointer(run.work / "decoder.ckpt", cfg["ckpt_every"])
+    objs = {"decoder": vae.decoder, "post_quant_conv": vae.post_quant_conv, "opt": opt, "sched": sched}
+    start = ck.resume(objs)
+    before = vae_psnr(vae.eval(), data["held_images"][:256], run.device)
+    for step in tqdm(range(start, steps), desc="decoder", initial=start, total=steps, mininterval=10):
+        g, rng = step_generator(run.seed, "decoder", step)
+        idx = rng.integers(len(data["images"]), size=cfg["decoder_batch"])
+        x = (images_to_tensor(data["images"][idx]) * 2 - 1).to(run.device)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()
+            # the UNet's latents are never exact: decode slightly perturbed latents too
+            z = z + 0.05 * z.std() * torch.randn(z.shape, generator=g).to(run.device)
+        _, loss = reconstruction_loss(vae.decode(z).sample, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        ck.maybe_save(step + 1, objs)
+    ck.maybe_save(steps, objs, force=True)
+    after = vae_psnr(vae.eval(), data["held_images"][:256], run.device)
+    vae.save_pretrained(run.work / "vae")  # same encoder and scaling_factor: the latents stay valid
+    log(f"decoder fine-tuning: PSNR on held-out-pair renders {before:.1f} -> {after:.1f} dB")
+    return {"psnr_before_db": round(before, 2), "psnr_after_db": round(after, 2), "steps": steps}
 
 
 def stage_evaluator(run: Run) -> dict:
@@ -254,6 +352,26 @@ def stage_latents(run: Run) -> dict:
     return {"scaling_factor": scaling}
 
 
+def training_noise(shape: tuple[int, ...], g: torch.Generator, offset: float) -> torch.Tensor:
+    """Gaussian noise plus ``offset`` x (a per-channel constant + a smooth 2x2 field), for training only.
+
+    SD's scaled-linear schedule leaves sqrt(alpha_bar_T) = 0.07 of the image in x_T. On a
+    16x16 latent the channel means and half-image averages of white noise are about as small
+    (std 1/16 and 1/11), so a model trained on white noise reads the background colour and the
+    object's side from the initial noise instead of from the prompt. Low-frequency "offset"
+    noise (Guttenberg 2023's offset noise, extended to a 2x2 field for left/right/top/bottom)
+    makes those components unreliable at high t, so the prompt decides them. Sampling is the
+    stock pipeline with white noise.
+    """
+    noise = torch.randn(shape, generator=g)
+    if offset <= 0:
+        return noise
+    b, c, h, w = shape
+    dc = torch.randn(b, c, 1, 1, generator=g)
+    field = F.interpolate(torch.randn(b, c, 2, 2, generator=g), size=(h, w), mode="bilinear", align_corners=False)
+    return noise + offset * (dc + field)
+
+
 def stage_unet(run: Run, tokenizer) -> dict:
     from diffusers.training_utils import EMAModel
     from transformers import CLIPModel
@@ -264,7 +382,7 @@ def stage_unet(run: Run, tokenizer) -> dict:
     torch.manual_seed(run.seed)
     unet = tm.unet_model().to(run.device)
     ema = EMAModel(unet.parameters(), decay=0.999, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
-    opt = torch.optim.AdamW(unet.parameters(), lr=4e-4, weight_decay=0.01)
+    opt = torch.optim.AdamW(unet.parameters(), lr=5e-4, weight_decay=0.01)
     steps = cfg["unet_steps"]
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200) * (0.5 + 0.5 * np.cos(np.pi * s / steps)))
     noise_sched = tm.scheduler()
@@ -280,7 +398,7 @@ def stage_unet(run: Run, tokenizer) -> dict:
         with torch.no_grad():
             cond = text_encoder(tokenize(tokenizer, captions).to(run.device)).last_hidden_state
         x0 = latents[idx].to(run.device)
-        noise = torch.randn(x0.shape, generator=g).to(run.device)
+        noise = training_noise(x0.shape, g, cfg["unet_offset_noise"]).to(run.device)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(idx),), generator=g).to(run.device)
         pred = unet(noise_sched.add_noise(x0, noise, t), t, encoder_hidden_states=cond).sample
         loss = F.mse_loss(pred, noise)
@@ -352,7 +470,7 @@ def main(argv: list[str] | None = None) -> None:
     stage_fns = {
         "data": lambda: stage_data(run), "clip": lambda: stage_clip(run, tokenizer), "vae": lambda: stage_vae(run),
         "evaluator": lambda: stage_evaluator(run), "latents": lambda: stage_latents(run),
-        "unet": lambda: stage_unet(run, tokenizer), "export": lambda: stage_export(run, tokenizer),
+        "unet": lambda: stage_unet(run, tokenizer), "decoder": lambda: stage_decoder(run), "export": lambda: stage_export(run, tokenizer),
     }
     for stage in STAGES:
         if run.done(stage) and stage != "export":

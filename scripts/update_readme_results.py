@@ -53,7 +53,7 @@ BLOCKS = {"verdicts": verdicts, "quality": quality, "bench": bench, "runtimes": 
 
 def update(text: str) -> str:
     for name, make in BLOCKS.items():
-        pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(\n<!-- {name}:end -->)", re.S)
+        pattern = re.compile(rf"(<!-- {name}:start -->).*?(<!-- {name}:end -->)", re.S)
         if not pattern.search(text):
             continue
         try:
@@ -61,7 +61,7 @@ def update(text: str) -> str:
         except FileNotFoundError as err:
             print(f"{name}: left as it was ({err.filename} is missing)")
             continue
-        text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+        text = pattern.sub(lambda m: m.group(1) + "\n" + body + "\n" + m.group(2), text)
     return text
 
 

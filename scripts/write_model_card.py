@@ -88,8 +88,18 @@ torch {log.get('torch')}, {platform.machine()}.
 {stage_rows}
 
 **Total: {log['total_seconds'] / 60:.1f} minutes.** Configuration: {json.dumps(cfg)}.
-UNet: AdamW lr 4e-4 with warm-up and cosine decay, EMA (decay up to 0.999), 10% empty-prompt dropout
-(classifier-free guidance), batch {cfg['unet_batch']} for {cfg['unet_steps']} steps.
+CLIP: contrastive loss on all 77 token positions, plus two auxiliary heads used in training only (not
+exported): each word token predicts its own token id, and each [EOS]-class position ([EOS] and its
+padding) predicts the attributes the caption names. Without them a tiny contrastive text tower shapes
+only the pooled [EOS] state and leaves the per-token hidden states that SD's cross-attention reads
+almost identical from word to word (cosine 0.99 between "left" and "right" in an earlier run).
+VAE: L1 + MSE + colour (4x4 average) + image-gradient loss, KL 1e-6; then a decoder-only fine-tuning
+at full size ({cfg.get('decoder_steps', 0)} steps; the encoder, hence the latents, unchanged).
+UNet: AdamW lr 5e-4 with warm-up and cosine decay, EMA (decay up to 0.999), 10% empty-prompt dropout
+(classifier-free guidance), batch {cfg['unet_batch']} for {cfg['unet_steps']} steps, low-frequency offset
+noise {cfg.get('unet_offset_noise', 0)} in training (a per-channel constant plus a smooth 2x2 field added to
+the noise, so that the prompt, not the initial noise, decides the background and the object's side;
+sampling is the stock pipeline).
 
 ## Quality
 """
@@ -104,7 +114,7 @@ UNet: AdamW lr 4e-4 with warm-up and cosine decay, EMA (decay up to 0.999), 10% 
     card += """
 ## Reproduce
 ```bash
-python scripts/train_tiny_model.py            # about an hour on 2 CPU cores; uses CUDA when present
+python scripts/train_tiny_model.py            # about 75 minutes on 2 CPU cores; uses CUDA when present
 python scripts/evaluate_tiny_model.py         # writes results/model_quality.{json,md}
 python scripts/write_model_card.py            # this file
 ```

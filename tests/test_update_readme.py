@@ -17,3 +17,5 @@ def test_blocks_are_rewritten_from_files(tmp_path, monkeypatch):
     assert "| `01_x` | [SUPPORTED] measured 0.9 / 0.8 |" in out and "old" not in out
     assert "keep" in out  # results/model_quality.md is missing here: the block stays as it was
     assert out.startswith("intro\n") and script.update(out) == out
+    empty = script.update("<!-- verdicts:start -->\n<!-- verdicts:end -->")
+    assert empty == "<!-- verdicts:start -->\n" + script.verdicts() + "\n<!-- verdicts:end -->"
