@@ -37,9 +37,14 @@ def captions_for(n: int, seed: int, held_out: str) -> tuple[list[str], list[dict
     return prompts, truths
 
 
-def evaluate(n: int = 200, n_held: int = 100, steps: int = 50, model_id: str | None = None, seed: int = 10_000) -> dict:
-    """Measure the quality bar (defaults: the model card's settings). Returns a JSON-able report."""
-    pipe = load_pipeline(model_id)
+def evaluate(n: int = 200, n_held: int = 100, steps: int = 50, model_id: str | None = None, seed: int = 10_000,
+             device: str | None = None, dtype: torch.dtype | None = None) -> dict:
+    """Measure the quality bar (defaults: the model card's settings). Returns a JSON-able report.
+
+    ``device``/``dtype`` go to :func:`~helpers.loading.load_pipeline` (default: CUDA + float16
+    when there is a GPU, else CPU + float32).
+    """
+    pipe = load_pipeline(model_id, device=device, dtype=dtype)
     scorer = Scorer()
     report: dict = {"n_prompts": n, "n_held_out_prompts": n_held, "steps": steps, "sampler": "DDIM"}
     t0 = time.time()

@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from helpers.quality import evaluate, to_markdown  # noqa: E402
@@ -25,8 +27,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="few images and steps (smoke test)")
     parser.add_argument("--model-id", default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--device", default=None, help="default: cuda when there is a GPU, else cpu")
+    parser.add_argument("--float32", action="store_true", help="sample in float32 on a GPU too (default there: float16)")
     args = parser.parse_args(argv)
-    report = evaluate(n=8, n_held=4, steps=4, model_id=args.model_id) if args.quick else evaluate(model_id=args.model_id)
+    options = dict(model_id=args.model_id, device=args.device, dtype=torch.float32 if args.float32 else None)
+    report = evaluate(n=8, n_held=4, steps=4, **options) if args.quick else evaluate(**options)
     stem = "model_quality_quick" if args.quick else "model_quality"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1))

@@ -8,7 +8,8 @@ Stages, in order, each checkpointed so an interrupted run resumes where it stopp
 3. ``vae``       AutoencoderKL, 64x64x3 <-> 16x16x4 (trained on 32x32 crops, then full size)
 4. ``evaluator`` the attribute evaluator (on all pairs, augmented renders; no shared weights)
 5. ``latents``   encode the training images once, fix the VAE ``scaling_factor``
-6. ``unet``      UNet2DConditionModel, epsilon prediction, 10% empty-prompt dropout, EMA
+6. ``unet``      UNet2DConditionModel, epsilon prediction, 10% empty-prompt dropout, Min-SNR-5 loss
+                 weights, offset noise, EMA
 7. ``decoder``   fine-tune the VAE decoder alone at full size (encoder frozen, so the UNet's
                  latents do not change: sharper edges and pattern marks)
 8. ``export``    save the StableDiffusionPipeline folder, the CLIPModel and the evaluator
@@ -16,6 +17,7 @@ Stages, in order, each checkpointed so an interrupted run resumes where it stopp
 Usage::
 
     python scripts/train_tiny_model.py                      # full run, CPU or CUDA
+    python scripts/train_tiny_model.py --stop-after vae     # in pieces: the next call goes on
     python scripts/train_tiny_model.py --profile smoke --work-dir /tmp/smoke --out /tmp/smoke/model
 
 Every random draw comes from the seed and the step number, so a resumed run is
@@ -44,10 +46,10 @@ from helpers.evaluator import AttributeEvaluator, augment  # noqa: E402
 
 PROFILES: dict[str, dict[str, int]] = {
     "full": dict(n_images=30000, n_held_out=3000, clip_steps=800, clip_batch=128, vae_steps=3000, vae_batch=32,
-                 eval_steps=250, eval_batch=128, unet_steps=4500, unet_batch=64, unet_offset_noise=0.1, decoder_steps=800, decoder_batch=32,
+                 eval_steps=250, eval_batch=128, unet_steps=4500, unet_batch=64, unet_offset_noise=0.1, unet_min_snr_gamma=5, decoder_steps=800, decoder_batch=32,
                  ckpt_every=250),
     "smoke": dict(n_images=96, n_held_out=32, clip_steps=3, clip_batch=16, vae_steps=4, vae_batch=4,
-                  eval_steps=3, eval_batch=16, unet_steps=4, unet_batch=8, unet_offset_noise=0.1, decoder_steps=3, decoder_batch=4,
+                  eval_steps=3, eval_batch=16, unet_steps=4, unet_batch=8, unet_offset_noise=0.1, unet_min_snr_gamma=5, decoder_steps=3, decoder_batch=4,
                   ckpt_every=2),
 }
 STAGES = ("data", "clip", "vae", "evaluator", "latents", "unet", "decoder", "export")
@@ -373,7 +375,7 @@ def training_noise(shape: tuple[int, ...], g: torch.Generator, offset: float) ->
 
 
 def stage_unet(run: Run, tokenizer) -> dict:
-    from diffusers.training_utils import EMAModel
+    from diffusers.training_utils import EMAModel, compute_snr
     from transformers import CLIPModel
 
     cfg, data = run.cfg, load_data(run)
@@ -401,7 +403,12 @@ def stage_unet(run: Run, tokenizer) -> dict:
         noise = training_noise(x0.shape, g, cfg["unet_offset_noise"]).to(run.device)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(idx),), generator=g).to(run.device)
         pred = unet(noise_sched.add_noise(x0, noise, t), t, encoder_hidden_states=cond).sample
-        loss = F.mse_loss(pred, noise)
+        if cfg["unet_min_snr_gamma"] > 0:  # Min-SNR-gamma weighting (Hang et al. 2023), epsilon form
+            snr = compute_snr(noise_sched, t)
+            weight = torch.clamp(snr, max=cfg["unet_min_snr_gamma"]) / snr
+            loss = (F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3)) * weight).mean()
+        else:
+            loss = F.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -448,6 +455,23 @@ def load_or_build_tokenizer(folder: Path):
     return tokenizer
 
 
+def apply_overrides(profile: dict, overrides: list[str]) -> dict:
+    """A copy of ``profile`` with ``KEY=VALUE`` settings changed (values parsed as int, else float)."""
+    cfg = dict(profile)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in cfg:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(cfg))}")
+        try:
+            cfg[key] = int(value)
+        except ValueError:
+            try:
+                cfg[key] = float(value)
+            except ValueError:
+                raise SystemExit(f"--set {item!r}: the value must be a number") from None
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full")
@@ -456,11 +480,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--stop-after", choices=STAGES, default=None,
+                        help="stop once this stage is done (run the rest later: the run resumes)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="change one setting of the profile, e.g. --set unet_steps=6000 (experiments; "
+                             "the log records the whole config)")
     args = parser.parse_args(argv)
+    cfg = apply_overrides(PROFILES[args.profile], args.overrides)
     if args.threads:
         torch.set_num_threads(args.threads)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    run = Run(work=args.work_dir, out=args.out, cfg=PROFILES[args.profile], seed=args.seed, device=torch.device(args.device))
+    run = Run(work=args.work_dir, out=args.out, cfg=cfg, seed=args.seed, device=torch.device(args.device))
     log_path = args.work_dir / "training_log.json"
     if log_path.exists():
         run.log_data = json.loads(log_path.read_text())
@@ -482,6 +512,9 @@ def main(argv: list[str] | None = None) -> None:
         run.mark(stage, time.time() - t0, **info)
         log(f"stage {stage}: done in {time.time() - t0:.0f} s {info}")
         log_path.write_text(json.dumps(run.log_data, indent=1))
+        if stage == args.stop_after:
+            log(f"stopped after stage {stage}: run the same command without --stop-after to go on")
+            return
     total = sum(s["seconds"] for s in run.log_data["stages"].values())
     run.log_data["total_seconds"] = round(total, 1)
     log_path.write_text(json.dumps(run.log_data, indent=1))

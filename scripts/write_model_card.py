@@ -99,7 +99,9 @@ UNet: AdamW lr 5e-4 with warm-up and cosine decay, EMA (decay up to 0.999), 10% 
 (classifier-free guidance), batch {cfg['unet_batch']} for {cfg['unet_steps']} steps, low-frequency offset
 noise {cfg.get('unet_offset_noise', 0)} in training (a per-channel constant plus a smooth 2x2 field added to
 the noise, so that the prompt, not the initial noise, decides the background and the object's side;
-sampling is the stock pipeline).
+sampling is the stock pipeline), and Min-SNR-gamma loss weights (Hang et al. 2023; gamma
+{cfg.get('unet_min_snr_gamma', 0)}, 0 = plain MSE): the low-noise steps, which only sharpen details, weigh
+less, so more of the gradient goes to the high-noise steps that decide shape, colour and position.
 
 ## Quality
 """
@@ -115,6 +117,7 @@ sampling is the stock pipeline).
 ## Reproduce
 ```bash
 python scripts/train_tiny_model.py            # about 75 minutes on 2 CPU cores; uses CUDA when present
+# or in pieces: `--stop-after vae` stops there, the same command without it goes on (checkpoints)
 python scripts/evaluate_tiny_model.py         # writes results/model_quality.{json,md}
 python scripts/write_model_card.py            # this file
 ```

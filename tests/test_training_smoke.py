@@ -28,23 +28,53 @@ def test_scorer_runs_on_the_smoke_model(smoke_model):
 
 
 def test_training_resumes_from_checkpoints(smoke_model, tmp_path):
-    """Interrupting after the clip stage and resuming gives the same UNet as one run."""
+    """Stopping after the vae stage (--stop-after) and going on gives the same UNet as one run."""
     import torch
     from conftest import load_script
     from safetensors.torch import load_file
 
     module = load_script("train_tiny_model")
     work = tmp_path / "resumed"
-    work.mkdir()
-    original = module.STAGES
-    try:
-        module.STAGES = original[:3]  # stop early: data, clip, vae
-        module.main(["--profile", "smoke", "--work-dir", str(work), "--out", str(work / "model"), "--threads", "1"])
-    except Exception:
-        pass
-    finally:
-        module.STAGES = original
-    module.main(["--profile", "smoke", "--work-dir", str(work), "--out", str(work / "model"), "--threads", "1"])
+    args = ["--profile", "smoke", "--work-dir", str(work), "--out", str(work / "model"), "--threads", "1"]
+    module.main(args + ["--stop-after", "vae"])
+    assert (work / "vae.done").exists() and not (work / "unet.done").exists() and not (work / "model").exists()
+    module.main(args)
     a = load_file(smoke_model / "unet" / "diffusion_pytorch_model.safetensors")
     b = load_file(work / "model" / "unet" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_quality_script_runs_on_a_model_folder(smoke_model, tmp_path):
+    """scripts/evaluate_tiny_model.py --quick on a trained folder writes its report (json + markdown)."""
+    from conftest import load_script
+
+    report = load_script("evaluate_tiny_model").main(
+        ["--quick", "--model-id", str(smoke_model), "--out", str(tmp_path), "--device", "cpu", "--float32"])
+    assert {"guidance_7.5", "guidance_1.0", "held_out_pairs_guidance_7.5", "passes"} <= set(report)
+    assert (tmp_path / "model_quality_quick.json").exists() and (tmp_path / "model_quality_quick.md").exists()
+
+
+def test_settings_can_be_changed_from_the_command_line(tmp_path):
+    import pytest
+    from conftest import load_script
+
+    module = load_script("train_tiny_model")
+    cfg = module.apply_overrides(module.PROFILES["smoke"], ["unet_steps=7", "unet_min_snr_gamma=2.5"])
+    assert cfg["unet_steps"] == 7 and cfg["unet_min_snr_gamma"] == 2.5
+    assert module.PROFILES["smoke"]["unet_steps"] == 4  # the profile itself is untouched
+    for bad in (["no_such_setting=1"], ["unet_steps"], ["unet_steps=many"]):
+        with pytest.raises(SystemExit, match="--set"):
+            module.apply_overrides(module.PROFILES["smoke"], bad)
+
+
+def test_plain_mse_option_trains(tmp_path):
+    """``--set unet_min_snr_gamma=0`` (plain MSE, version 2's UNet loss) runs end to end (smoke config)."""
+    import json
+
+    from conftest import load_script
+
+    module = load_script("train_tiny_model")
+    module.main(["--profile", "smoke", "--work-dir", str(tmp_path), "--out", str(tmp_path / "model"), "--threads", "1",
+                 "--set", "unet_min_snr_gamma=0"])
+    log = json.loads((tmp_path / "model" / "training_log.json").read_text())
+    assert log["config"]["unet_min_snr_gamma"] == 0 and log["stages"]["unet"]["final_loss"] > 0
