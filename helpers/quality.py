@@ -3,7 +3,9 @@
 * captions of new scenes (seen shape x colour pairs), every attribute named, DDIM,
   guidance 7.5 and 1.0 -> attribute-evaluator accuracy per attribute;
 * captions of held-out shape x colour pairs -> shape and colour accuracy;
-* the evaluator itself on fresh clean and augmented (noised) renders.
+* the evaluator itself on fresh clean and augmented (noised) renders;
+* :func:`reconstruction_accuracy`: the evaluator on a VAE's reconstructions of renders, the
+  ceiling a UNet trained in that VAE's latent space can reach.
 
 Used by ``scripts/evaluate_tiny_model.py`` and notebook 00.
 """
@@ -95,3 +97,23 @@ def to_markdown(report: dict) -> str:
         f"\n\n{report['n_prompts']} prompts of seen pairs and {report['n_held_out_prompts']} of held-out pairs, "
         f"{report['steps']} {report['sampler']} steps; passes: {report['passes']}\n"
     )
+
+
+def reconstruction_accuracy(vae, n: int = 400, seed: int = 10_003, batch_size: int = 100) -> dict:
+    """The attribute evaluator on ``vae``'s encode -> mode -> decode of ``n`` fresh renders.
+
+    Returns ``{"renders": acc, "reconstructions": acc, "psnr_db": float}``: if the evaluator cannot
+    read an attribute off the reconstructions, no UNet trained in this latent space can draw it.
+    """
+    rng = np.random.default_rng(seed)
+    scenes = [toyworld.sample_scene(rng, held_out="any") for _ in range(n)]
+    renders = to_tensor(toyworld.render_batch(scenes))
+    truth = [s.attributes() for s in scenes]
+    device = next(vae.parameters()).device
+    with torch.no_grad():
+        recs = torch.cat([vae.decode(vae.encode(x.to(device) * 2 - 1).latent_dist.mode()).sample.float().cpu()
+                          for x in renders.split(batch_size)]).clamp(-1, 1) / 2 + 0.5
+    scorer = Scorer()
+    return {"renders": accuracy(scorer.attributes(renders), truth),
+            "reconstructions": accuracy(scorer.attributes(recs), truth),
+            "psnr_db": float(10 * torch.log10(1 / torch.mean((recs - renders) ** 2)))}

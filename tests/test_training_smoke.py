@@ -78,3 +78,15 @@ def test_plain_mse_option_trains(tmp_path):
                  "--set", "unet_min_snr_gamma=0"])
     log = json.loads((tmp_path / "model" / "training_log.json").read_text())
     assert log["config"]["unet_min_snr_gamma"] == 0 and log["stages"]["unet"]["final_loss"] > 0
+
+
+def test_probes_read_a_work_folder(smoke_model):
+    """scripts/probe_tiny_model.py: the UNet checkpoint's EMA weights and the VAE's ceiling."""
+    from conftest import load_script
+
+    probe = load_script("probe_tiny_model")
+    work = smoke_model.parent  # the smoke run's work folder
+    unet = probe.main(["--work-dir", str(work), "--unet", "--n", "4", "--steps", "2"])
+    assert unet["unet_step"] == 4 and set(unet["guidance_7.5"]) >= {"shape", "color"}
+    vae = probe.main(["--work-dir", str(work), "--vae", "--n", "8"])
+    assert vae["n_renders"] == 8 and 0 <= vae["reconstructions"]["shape"] <= 1 and vae["psnr_db"] > 0
