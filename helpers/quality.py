@@ -39,6 +39,13 @@ def captions_for(n: int, seed: int, held_out: str) -> tuple[list[str], list[dict
     return prompts, truths
 
 
+def fresh_renders(n: int, seed: int) -> tuple[torch.Tensor, list[dict]]:
+    """``n`` ground-truth renders of new scenes (any shape x colour pair) and their attributes."""
+    rng = np.random.default_rng(seed)
+    scenes = [toyworld.sample_scene(rng, held_out="any") for _ in range(n)]
+    return to_tensor(toyworld.render_batch(scenes)), [s.attributes() for s in scenes]
+
+
 def evaluate(n: int = 200, n_held: int = 100, steps: int = 50, model_id: str | None = None, seed: int = 10_000,
              device: str | None = None, dtype: torch.dtype | None = None) -> dict:
     """Measure the quality bar (defaults: the model card's settings). Returns a JSON-able report.
@@ -58,10 +65,7 @@ def evaluate(n: int = 200, n_held: int = 100, steps: int = 50, model_id: str | N
     images = generate(pipe, held_prompts, seed=seed + 1, num_inference_steps=steps, guidance_scale=7.5, batch_size=50)
     report["held_out_pairs_guidance_7.5"] = accuracy(scorer.attributes(images), held_truths, names=list(BAR))
     # the evaluator on ground truth: clean and with the generator's typical artefacts
-    rng = np.random.default_rng(seed + 2)
-    scenes = [toyworld.sample_scene(rng, held_out="any") for _ in range(max(200, n * 5))]
-    renders = to_tensor(toyworld.render_batch(scenes))
-    truth = [s.attributes() for s in scenes]
+    renders, truth = fresh_renders(max(200, n * 5), seed + 2)
     report["evaluator_clean"] = accuracy(scorer.attributes(renders), truth)
     noisy = augment(renders, torch.Generator().manual_seed(seed))
     report["evaluator_augmented"] = accuracy(scorer.attributes(noisy), truth)
@@ -105,10 +109,7 @@ def reconstruction_accuracy(vae, n: int = 400, seed: int = 10_003, batch_size: i
     Returns ``{"renders": acc, "reconstructions": acc, "psnr_db": float}``: if the evaluator cannot
     read an attribute off the reconstructions, no UNet trained in this latent space can draw it.
     """
-    rng = np.random.default_rng(seed)
-    scenes = [toyworld.sample_scene(rng, held_out="any") for _ in range(n)]
-    renders = to_tensor(toyworld.render_batch(scenes))
-    truth = [s.attributes() for s in scenes]
+    renders, truth = fresh_renders(n, seed)
     device = next(vae.parameters()).device
     with torch.no_grad():
         recs = torch.cat([vae.decode(vae.encode(x.to(device) * 2 - 1).latent_dist.mode()).sample.float().cpu()
