@@ -130,15 +130,21 @@ def clip_model(tokenizer: CLIPTokenizer) -> CLIPModel:
     return CLIPModel(config)
 
 
-def vae_model() -> AutoencoderKL:
-    """64x64x3 <-> 16x16x4, fully convolutional (no mid-block attention)."""
+def vae_model(channels: tuple[int, ...] = (16, 32, 64), layers_per_block: int = 1) -> AutoencoderKL:
+    """64x64x3 <-> 16x16x4, fully convolutional (no mid-block attention).
+
+    ``channels`` has one entry per level (three levels: two 2x downsamplings); the training script's
+    ``vae_channels`` / ``vae_layers`` settings choose them.
+    """
+    if len(channels) != 3:
+        raise ValueError(f"vae_model: three levels give 16x16 latents of 64x64 images, got channels={channels}")
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 3,
         up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(16, 32, 64),
-        layers_per_block=1,
+        block_out_channels=tuple(channels),
+        layers_per_block=layers_per_block,
         latent_channels=4,
         norm_num_groups=8,
         sample_size=toyworld.IMAGE_SIZE,

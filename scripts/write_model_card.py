@@ -93,8 +93,11 @@ exported): each word token predicts its own token id, and each [EOS]-class posit
 padding) predicts the attributes the caption names. Without them a tiny contrastive text tower shapes
 only the pooled [EOS] state and leaves the per-token hidden states that SD's cross-attention reads
 almost identical from word to word (cosine 0.99 between "left" and "right" in an earlier run).
-VAE: L1 + MSE + colour (4x4 average) + image-gradient loss, KL 1e-6; then a decoder-only fine-tuning
-at full size ({cfg.get('decoder_steps', 0)} steps; the encoder, hence the latents, unchanged).
+VAE: channels {tuple(cfg.get('vae_channels', (16, 32, 64)))}, L1 + MSE + colour (4x4 average) + image-gradient loss, KL
+1e-6, the pixel terms weighted {1 + cfg.get('vae_edge_weight', 0):g}x near edges (outlines, corners and pattern marks:
+a few percent of the pixels that carry shape and pattern; `vae_edge_weight` {cfg.get('vae_edge_weight', 0):g}); then a
+decoder-only fine-tuning at full size ({cfg.get('decoder_steps', 0)} steps, same loss; the encoder, hence the latents,
+unchanged).
 UNet: AdamW lr 5e-4 with warm-up and cosine decay, EMA (decay up to 0.999), 10% empty-prompt dropout
 (classifier-free guidance), batch {cfg['unet_batch']} for {cfg['unet_steps']} steps, low-frequency offset
 noise {cfg.get('unet_offset_noise', 0)} in training (a per-channel constant plus a smooth 2x2 field added to

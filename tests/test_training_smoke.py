@@ -62,7 +62,8 @@ def test_settings_can_be_changed_from_the_command_line(tmp_path):
     cfg = module.apply_overrides(module.PROFILES["smoke"], ["unet_steps=7", "unet_min_snr_gamma=2.5"])
     assert cfg["unet_steps"] == 7 and cfg["unet_min_snr_gamma"] == 2.5
     assert module.PROFILES["smoke"]["unet_steps"] == 4  # the profile itself is untouched
-    for bad in (["no_such_setting=1"], ["unet_steps"], ["unet_steps=many"]):
+    assert module.apply_overrides(module.PROFILES["smoke"], ["vae_channels=32,64,64"])["vae_channels"] == (32, 64, 64)
+    for bad in (["no_such_setting=1"], ["unet_steps"], ["unet_steps=many"], ["vae_channels=32,wide"]):
         with pytest.raises(SystemExit, match="--set"):
             module.apply_overrides(module.PROFILES["smoke"], bad)
 
@@ -90,3 +91,22 @@ def test_probes_read_a_work_folder(smoke_model):
     assert unet["unet_step"] == 4 and set(unet["guidance_7.5"]) >= {"shape", "color"}
     vae = probe.main(["--work-dir", str(work), "--vae", "--n", "8"])
     assert vae["n_renders"] == 8 and 0 <= vae["reconstructions"]["shape"] <= 1 and vae["psnr_db"] > 0
+
+
+def test_edge_weights_mark_outlines_and_leave_the_background_alone():
+    """The VAE's edge-weighted loss: weight 1 + w on and next to an object's outline, 1 on flat background."""
+    import torch
+    from conftest import load_script
+
+    module = load_script("train_tiny_model")
+    x = torch.zeros(1, 3, 32, 32)
+    x[:, 0, 10:20, 10:20] = 1.0  # a red square on black
+    w = module.edge_weights(x, 4.0)
+    assert w.shape == (1, 1, 32, 32)
+    assert w[0, 0, 0, 0] == 1 and w[0, 0, 15, 15] == 1  # far background, inside of the flat square
+    assert w[0, 0, 10, 10] == 5 and w[0, 0, 9, 15] == 5  # the corner and just outside the top edge
+    rec = x.clone()
+    rec[:, :, 10, 10] = 0.0  # a lost corner costs more with edge weights than without
+    base, _ = module.reconstruction_loss(rec, x)
+    weighted, _ = module.reconstruction_loss(rec, x, 4.0)
+    assert weighted > base > 0
