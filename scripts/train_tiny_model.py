@@ -47,7 +47,7 @@ from helpers.evaluator import AttributeEvaluator, augment  # noqa: E402
 PROFILES: dict[str, dict] = {
     "full": dict(n_images=30000, n_held_out=3000, clip_steps=800, clip_batch=128,
                  vae_channels=(16, 32, 64), vae_layers=1, vae_edge_weight=4.0, vae_steps=3000, vae_batch=32,
-                 eval_steps=250, eval_batch=128, unet_steps=4500, unet_batch=64, unet_offset_noise=0.1, unet_min_snr_gamma=5, decoder_steps=800, decoder_batch=32,
+                 eval_steps=250, eval_batch=128, unet_steps=6000, unet_batch=64, unet_offset_noise=0.1, unet_min_snr_gamma=5, decoder_steps=800, decoder_batch=32,
                  ckpt_every=250),
     "smoke": dict(n_images=96, n_held_out=32, clip_steps=3, clip_batch=16,
                   vae_channels=(16, 32, 64), vae_layers=1, vae_edge_weight=4.0, vae_steps=4, vae_batch=4,
@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stop-after", choices=STAGES, default=None,
                         help="stop once this stage is done (run the rest later: the run resumes)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="change one setting of the profile, e.g. --set unet_steps=6000 (experiments; "
+                        help="change one setting of the profile, e.g. --set unet_steps=4500 (experiments; "
                              "the log records the whole config)")
     args = parser.parse_args(argv)
     cfg = apply_overrides(PROFILES[args.profile], args.overrides)

@@ -119,7 +119,7 @@ less, so more of the gradient goes to the high-noise steps that decide shape, co
     card += """
 ## Reproduce
 ```bash
-python scripts/train_tiny_model.py            # about 75 minutes on 2 CPU cores; uses CUDA when present
+python scripts/train_tiny_model.py            # about 85 minutes on 2 CPU cores; uses CUDA when present
 # or in pieces: `--stop-after vae` stops there, the same command without it goes on (checkpoints)
 python scripts/probe_tiny_model.py --unet      # during training: quick probe of the UNet checkpoint's EMA weights
 python scripts/evaluate_tiny_model.py         # writes results/model_quality.{json,md}
