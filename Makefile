@@ -19,11 +19,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 setup: $(VENV)/.installed
 
+# The profile goes in through the T2I_PROFILE variable only: a papermill `-p PROFILE` would write an
+# injected `PROFILE = "full"` cell into the committed notebooks, and nbmake (CI, quick profile)
+# would then run them in the full profile.
 notebooks: setup
 	mkdir -p $(NB_OUT) results
 	@for nb in $(NOTEBOOKS); do \
 		echo "== $$nb ($(PROFILE) profile)"; \
-		HF_HUB_OFFLINE=1 T2I_PROFILE=$(PROFILE) $(PY) -m papermill --cwd notebooks -p PROFILE $(PROFILE) \
+		HF_HUB_OFFLINE=1 T2I_PROFILE=$(PROFILE) $(PY) -m papermill --cwd notebooks \
 			$$nb $(NB_OUT)/$$(basename $$nb) || exit 1; \
 	done
 

@@ -48,6 +48,16 @@ def attribute_alignment(
     return np.array([np.mean([p[k] == v for k, v in t.items() if k in p]) for p, t in zip(predictions, truths)])
 
 
+def attribute_hits(
+    predictions: Sequence[Mapping[str, str]], truths: Sequence[Mapping[str, str]]
+) -> dict[str, np.ndarray]:
+    """Per attribute, per image: 1.0 if the prediction matches the truth, 0.0 if not, NaN where the truth
+    does not name that attribute (so ``np.nanmean`` gives the accuracy over the prompts that name it)."""
+    names = [n for n in dict.fromkeys(k for t in truths for k in t) if any(n in p for p in predictions)]
+    return {name: np.array([float(p.get(name) == t[name]) if name in t else np.nan for p, t in zip(predictions, truths)])
+            for name in names}
+
+
 class _FeatureTensors(torch.nn.Module):
     """Adapter: transformers 5 returns model outputs from ``get_*_features``; torchmetrics wants tensors."""
 

@@ -12,7 +12,10 @@ Used by ``scripts/evaluate_tiny_model.py`` and notebook 00.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,15 +50,18 @@ def fresh_renders(n: int, seed: int) -> tuple[torch.Tensor, list[dict]]:
 
 
 def evaluate(n: int = 200, n_held: int = 100, steps: int = 50, model_id: str | None = None, seed: int = 10_000,
-             device: str | None = None, dtype: torch.dtype | None = None) -> dict:
+             device: str | None = None, dtype: torch.dtype | None = None,
+             evaluator_path: str | Path | None = None) -> dict:
     """Measure the quality bar (defaults: the model card's settings). Returns a JSON-able report.
 
     ``device``/``dtype`` go to :func:`~helpers.loading.load_pipeline` (default: CUDA + float16
-    when there is a GPU, else CPU + float32).
+    when there is a GPU, else CPU + float32). ``evaluator_path``: the attribute evaluator that
+    reads the images (default: the shipped one, so that two models are measured with one ruler).
     """
     pipe = load_pipeline(model_id, device=device, dtype=dtype)
-    scorer = Scorer()
-    report: dict = {"n_prompts": n, "n_held_out_prompts": n_held, "steps": steps, "sampler": "DDIM"}
+    scorer = Scorer(evaluator_path=evaluator_path)
+    report: dict = {"n_prompts": n, "n_held_out_prompts": n_held, "steps": steps, "sampler": "DDIM", "seed": seed,
+                    "model_id": str(model_id or "embedded"), "evaluator": str(scorer.evaluator_path)}
     t0 = time.time()
     prompts, truths = captions_for(n, seed, "exclude")
     for w in (7.5, 1.0):
@@ -101,6 +107,52 @@ def to_markdown(report: dict) -> str:
         f"\n\n{report['n_prompts']} prompts of seen pairs and {report['n_held_out_prompts']} of held-out pairs, "
         f"{report['steps']} {report['sampler']} steps; passes: {report['passes']}\n"
     )
+
+
+CONDITIONS = {
+    "seen pairs, guidance 7.5": ("guidance_7.5", "n_prompts"),
+    "seen pairs, guidance 1.0": ("guidance_1.0", "n_prompts"),
+    "held-out pairs, guidance 7.5": ("held_out_pairs_guidance_7.5", "n_held_out_prompts"),
+}
+
+
+def standard_error(p: float, n: int) -> float:
+    """Standard error of an accuracy ``p`` measured on ``n`` independent images."""
+    return math.sqrt(max(p * (1 - p), 0.0) / max(n, 1))
+
+
+def compare_markdown(reports: Mapping[str, dict]) -> str:
+    """Reports of :func:`evaluate` side by side (e.g. the shipped model and a fresh retraining).
+
+    One row per condition and attribute: each accuracy with its standard error; with exactly two
+    reports also their difference (second minus first) with the standard error of a difference of
+    independent measurements (conservative when both models saw the same prompts and noise), and
+    whether it exceeds two of those. Then each report's bar verdicts.
+    """
+    labels = list(reports)
+    pair = len(labels) == 2
+    head = "| images | attribute | " + " | ".join(labels) + (" | difference | beyond 2 SE? |" if pair else "")
+    lines = [head, "|---|---|" + "---|" * (len(labels) + 2 * pair)]
+    for condition, (key, n_key) in CONDITIONS.items():
+        for name in BAR:
+            cells, values = [], []
+            for label in labels:
+                rep = reports[label]
+                p, se = rep[key][name], standard_error(rep[key][name], rep[n_key])
+                cells.append(f"{p:.1%} ± {se:.1%}")
+                values.append((p, se))
+            row = f"| {condition} | {name} | " + " | ".join(cells)
+            if pair:
+                (p0, se0), (p1, se1) = values
+                diff, se = p1 - p0, math.hypot(se0, se1)
+                row += f" | {100 * diff:+.1f} ± {100 * se:.1f} pts | {'yes' if abs(diff) > 2 * se else 'no'}"
+            lines.append(row + " |")
+    lines.append("")
+    for label in labels:
+        rep = reports[label]
+        lines.append(f"- {label}: {rep['n_prompts']} + {rep['n_held_out_prompts']} prompts, seed {rep.get('seed', '?')}, "
+                     f"{rep['steps']} {rep['sampler']} steps; passes: {rep['passes']}")
+    return "\n".join(lines) + "\n"
 
 
 def reconstruction_accuracy(vae, n: int = 400, seed: int = 10_003, batch_size: int = 100) -> dict:

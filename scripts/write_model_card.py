@@ -113,6 +113,18 @@ less, so more of the gradient goes to the high-noise steps that decide shape, co
                  f"{quality['steps']} steps):\n\n" + to_markdown(quality))
     else:
         card += "Not measured yet: run `scripts/evaluate_tiny_model.py`.\n"
+    repro = ROOT / "results" / "reproducibility"
+    if (repro / "quality.md").exists():
+        card += ("\n## Reproducibility: a fresh run of the training script\n"
+                 "`scripts/compare_quality.py`: the shipped model and a fresh from-nothing run of "
+                 "`scripts/train_tiny_model.py`, measured with the same (shipped) evaluator, prompts and seeds "
+                 "(accuracy ± standard error):\n\n" + (repro / "quality.md").read_text())
+    if (repro / "fresh_bar.json").exists():
+        card += ("\nThe fresh run on the quality bar's own measurement (`scripts/evaluate_tiny_model.py "
+                 "--model-id FRESH_MODEL`):\n\n" + to_markdown(json.loads((repro / "fresh_bar.json").read_text())))
+    if (repro / "stages.md").exists():
+        card += ("\n`scripts/compare_runs.py`: each stage's final checkpoint of the fresh run against the run "
+                 "that made the shipped model:\n\n" + (repro / "stages.md").read_text())
     notes = model_dir / "TRAINING_NOTES.md"
     if notes.exists():
         card += "\n" + notes.read_text()
@@ -125,6 +137,10 @@ python scripts/probe_tiny_model.py --unet      # during training: quick probe of
 python scripts/evaluate_tiny_model.py         # writes results/model_quality.{json,md}
 python scripts/write_model_card.py            # this file
 ```
+Checking a retrained model against the shipped one: `scripts/evaluate_tiny_model.py --model-id FOLDER`
+with a larger sample (`--n`, `--n-held`, `--seed`, `--stem`) for both models, then
+`scripts/compare_quality.py` (their difference with standard errors) and `scripts/compare_runs.py`
+(stage checkpoints, tensor by tensor).
 """
     path = model_dir / "README.md"
     path.write_text(card)

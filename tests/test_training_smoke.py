@@ -110,3 +110,26 @@ def test_edge_weights_mark_outlines_and_leave_the_background_alone():
     base, _ = module.reconstruction_loss(rec, x)
     weighted, _ = module.reconstruction_loss(rec, x, 4.0)
     assert weighted > base > 0
+
+
+def test_compare_runs_finds_identical_and_changed_stages(smoke_model, tmp_path):
+    """scripts/compare_runs.py: a work folder equals itself; a changed weight is reported."""
+    import shutil
+
+    import torch
+    from conftest import load_script
+
+    module = load_script("compare_runs")
+    work = smoke_model.parent
+    text = module.main([str(work), str(work), "--labels", "one", "same"])
+    assert "| vae.ckpt |" in text and "differs" not in text and "one vs same" in text
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(work / "clip.ckpt", other / "clip.ckpt")
+    state = torch.load(work / "vae.ckpt", map_location="cpu", weights_only=False)
+    tensor = next(v for v in state["vae"].values() if v.is_floating_point())
+    tensor += 0.5
+    torch.save(state, other / "vae.ckpt")
+    text = module.main([str(work), str(other)])
+    assert "| clip.ckpt |" in text and "identical" in text.split("| clip.ckpt |")[1].splitlines()[0]
+    assert "max abs diff 0.5" in text.split("| vae.ckpt |")[1].splitlines()[0]
