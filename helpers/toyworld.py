@@ -270,9 +270,37 @@ def named_attributes(text: str) -> dict[str, str]:
     return found
 
 
-def vocabulary() -> list[str]:
-    """Every word the captions of this world can contain (plus a few common extras)."""
-    words: set[str] = set()
+#: Words that name no attribute (and form no position phrase): the training script appends a random
+#: run of them to some captions, so that the real [EOS] lands anywhere up to position 76 and CLIP's
+#: position embeddings are trained through caption lengths, as a large-scale CLIP's are.
+FILLER_WORDS: tuple[str, ...] = (
+    "simple", "clean", "neat", "drawing", "very", "nice", "tidy", "sharp", "quiet", "scene", "rendered",
+    "carefully", "nothing", "else", "here", "flat", "digital", "art", "style", "it", "is", "so", "just",
+    "calm", "clear", "image", "photo", "picture",
+)
+
+
+def lengthen(text: str, rng: np.random.Generator, max_words: int = 75) -> str:
+    """``text`` followed by a random run of :data:`FILLER_WORDS`, at most ``max_words`` words in all.
+
+    The number of filler words is uniform in ``[1, max_words - len(words)]`` (75 words + [SOS] + [EOS]
+    = 77 tokens with the toy tokenizer's one token per word): the real [EOS] lands anywhere up to the
+    last position. The filler names no attribute, so ``named_attributes`` is unchanged.
+    """
+    n = len(text.split())
+    room = max_words - n
+    if room < 1:
+        return text
+    k = int(rng.integers(1, room + 1))
+    return text + " " + " ".join(FILLER_WORDS[i] for i in rng.integers(len(FILLER_WORDS), size=k))
+
+
+def vocabulary(filler: bool = False) -> list[str]:
+    """Every word the captions of this world can contain (plus a few common extras).
+
+    ``filler=True`` adds :data:`FILLER_WORDS` (the tokenizer of model version 4 on; version 3's has none).
+    """
+    words: set[str] = set(FILLER_WORDS) if filler else set()
     for values in ATTRIBUTES.values():
         words.update(values)
     for template in FULL_TEMPLATES + SHORT_TEMPLATES:

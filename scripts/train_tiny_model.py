@@ -4,7 +4,11 @@
 Stages, in order, each checkpointed so an interrupted run resumes where it stopped:
 
 1. ``data``      render the synthetic training images (held-out shape x colour pairs excluded)
-2. ``clip``      contrastive pre-training of a CLIPTextModel + CLIPVisionModel (a CLIPModel)
+2. ``clip``      contrastive pre-training of a CLIPTextModel + CLIPVisionModel (a CLIPModel); the text
+                 tower's objective is ``clip_objective``: ``clip`` (default, SD's: the contrastive loss at
+                 the pooled real [EOS] only), ``identity`` (plus: every non-padding position predicts its
+                 own token id) or ``eos_head`` (version 3: plus every [EOS]-class position predicts the
+                 caption's attributes -- the control that builds notebook 04's result in)
 3. ``vae``       AutoencoderKL, 64x64x3 <-> 16x16x4 (trained on 32x32 crops, then full size)
 4. ``evaluator`` the attribute evaluator (on all pairs, augmented renders; no shared weights)
 5. ``latents``   encode the training images once, fix the VAE ``scaling_factor``
@@ -19,6 +23,8 @@ Usage::
     python scripts/train_tiny_model.py                      # full run, CPU or CUDA
     python scripts/train_tiny_model.py --stop-after vae     # in pieces: the next call goes on
     python scripts/train_tiny_model.py --profile smoke --work-dir /tmp/smoke --out /tmp/smoke/model
+    python scripts/train_tiny_model.py --set clip_objective=identity   # a text-encoder control
+    python scripts/train_tiny_model.py --reuse-image-stages data/models/tiny-shapes-sd   # text-side retrain
 
 Every random draw comes from the seed and the step number, so a resumed run is
 identical to an uninterrupted one.
@@ -45,16 +51,22 @@ from helpers import toyworld  # noqa: E402
 from helpers.evaluator import AttributeEvaluator, augment  # noqa: E402
 
 PROFILES: dict[str, dict] = {
-    "full": dict(n_images=30000, n_held_out=3000, clip_steps=800, clip_batch=128,
+    "full": dict(n_images=30000, n_held_out=3000, clip_objective="clip", caption_filler=0.3, clip_steps=1600, clip_batch=128,
                  vae_channels=(16, 32, 64), vae_layers=1, vae_edge_weight=4.0, vae_steps=3000, vae_batch=32,
                  eval_steps=250, eval_batch=128, unet_steps=6000, unet_batch=64, unet_offset_noise=0.1, unet_min_snr_gamma=5, decoder_steps=800, decoder_batch=32,
                  ckpt_every=250),
-    "smoke": dict(n_images=96, n_held_out=32, clip_steps=3, clip_batch=16,
+    "smoke": dict(n_images=96, n_held_out=32, clip_objective="clip", caption_filler=0.3, clip_steps=3, clip_batch=16,
                   vae_channels=(16, 32, 64), vae_layers=1, vae_edge_weight=4.0, vae_steps=4, vae_batch=4,
                   eval_steps=3, eval_batch=16, unet_steps=4, unet_batch=8, unet_offset_noise=0.1, unet_min_snr_gamma=5, decoder_steps=3, decoder_batch=4,
                   ckpt_every=2),
 }
 STAGES = ("data", "clip", "vae", "evaluator", "latents", "unet", "decoder", "export")
+#: Settings that take one of a few words (``--set clip_objective=identity``).
+CHOICES: dict[str, tuple[str, ...]] = {"clip_objective": ("clip", "identity", "eos_head")}
+#: Stages that read neither the captions nor the text encoder: ``--reuse-image-stages`` copies them.
+IMAGE_STAGES = ("vae", "evaluator", "decoder")
+#: Version 3 (the text-encoder control ``eos_head``): ``--set`` these to reproduce its text tower.
+VERSION_3 = {"clip_objective": "eos_head", "caption_filler": 0, "clip_steps": 800}
 CLIP_MEAN = CLIP_STD = (0.5, 0.5, 0.5)
 
 
@@ -143,14 +155,19 @@ def tokenize(tokenizer, captions: list[str], max_length: int = tm.MAX_LENGTH) ->
                      return_tensors="pt").input_ids
 
 
-class TokenHeads(torch.nn.Module):
-    """Auxiliary heads on the text tower's per-token hidden states (training only, not exported).
+def train_caption(scene: toyworld.Scene, rng: np.random.Generator, filler: float) -> str:
+    """A random caption of ``scene``; with probability ``filler`` lengthened by filler words (``toyworld.lengthen``)."""
+    text = toyworld.caption(scene, rng)
+    return toyworld.lengthen(text, rng) if filler > 0 and rng.random() < filler else text
 
-    Contrastive training only shapes the pooled [EOS] state; a tiny text tower then leaves
-    the other hidden states -- the ones SD's cross-attention reads -- nearly identical from
-    word to word. Two light heads make them informative, as a large-scale CLIP's are:
-    each word token predicts its own token id, and each [EOS]-class position ([EOS] and
-    the [EOS] padding) predicts the attributes the caption names.
+
+class TokenHeads(torch.nn.Module):
+    """Auxiliary heads of the ``eos_head`` control (version 3's text tower; training only, not exported).
+
+    Each word token predicts its own token id, and each [EOS]-class position ([EOS] and the
+    [EOS] padding) predicts the attributes the caption names. This is a training signal on the
+    quantity notebook 04 measures (which positions carry the caption): kept as a measured
+    control, never the default. SD's CLIP has neither head (``clip_objective="clip"``).
     """
 
     def __init__(self, hidden: int, vocab_size: int) -> None:
@@ -172,6 +189,47 @@ class TokenHeads(torch.nn.Module):
         return loss
 
 
+class IdentityHead(torch.nn.Module):
+    """The ``identity`` control: every non-padding position ([SOS], words, the real [EOS]) predicts its own id.
+
+    No attribute head and no loss at padding positions (training only, not exported).
+    """
+
+    def __init__(self, hidden: int, vocab_size: int) -> None:
+        super().__init__()
+        self.token = torch.nn.Linear(hidden, vocab_size)
+
+    def loss(self, hidden: torch.Tensor, ids: torch.Tensor, eos_id: int, labels: dict | None = None) -> torch.Tensor:
+        keep = non_padding(ids, eos_id)
+        return F.cross_entropy(self.token(hidden[keep]), ids[keep])
+
+
+def non_padding(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
+    """True at [SOS], the words and the first (real) [EOS] of each row; False at the padding after it."""
+    eos_seen_before = (torch.cumsum(ids == eos_id, dim=1) - (ids == eos_id).long()) > 0
+    return ~eos_seen_before
+
+
+def text_heads(objective: str, vocab_size: int) -> torch.nn.Module | None:
+    """The auxiliary head of a text-encoder objective (None for ``clip``: the contrastive loss alone)."""
+    if objective == "clip":
+        return None
+    if objective == "identity":
+        return IdentityHead(tm.HIDDEN, vocab_size)
+    if objective == "eos_head":
+        return TokenHeads(tm.HIDDEN, vocab_size)
+    raise ValueError(f"clip_objective must be one of {CHOICES['clip_objective']}, not {objective!r}")
+
+
+def clip_losses(model, heads, ids: torch.Tensor, pixels: torch.Tensor, captions: list[str], eos_id: int):
+    """(contrastive loss, auxiliary loss or None) of one CLIP-stage batch."""
+    out = model(input_ids=ids, pixel_values=pixels, return_loss=True)
+    if heads is None:
+        return out.loss, None
+    labels = {n: v.to(ids.device) for n, v in named_labels(captions).items()}
+    return out.loss, heads.loss(out.text_model_output.last_hidden_state, ids, eos_id, labels)
+
+
 def named_labels(captions: list[str]) -> dict[str, torch.Tensor]:
     """Label index of each attribute a caption names, -100 where it names none."""
     named = [toyworld.named_attributes(c) for c in captions]
@@ -182,12 +240,16 @@ def stage_clip(run: Run, tokenizer) -> dict:
     cfg, data = run.cfg, load_data(run)
     torch.manual_seed(run.seed)
     model = tm.clip_model(tokenizer).to(run.device)
-    heads = TokenHeads(tm.HIDDEN, len(tokenizer)).to(run.device)
-    params = list(model.parameters()) + list(heads.parameters())
+    heads = text_heads(cfg["clip_objective"], len(tokenizer))
+    objs = {"model": model}
+    if heads is not None:
+        heads.to(run.device)
+        objs["heads"] = heads
+    params = [p for o in objs.values() for p in o.parameters()]
     opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + np.cos(np.pi * s / cfg["clip_steps"])))
     ck = Checkpointer(run.work / "clip.ckpt", cfg["ckpt_every"])
-    objs = {"model": model, "heads": heads, "opt": opt, "sched": sched}
+    objs.update(opt=opt, sched=sched)
     start = ck.resume(objs)
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     losses = []
@@ -195,25 +257,24 @@ def stage_clip(run: Run, tokenizer) -> dict:
         g, rng = step_generator(run.seed, "clip", step)
         idx = rng.integers(len(data["images"]), size=cfg["clip_batch"])
         pixels = (images_to_tensor(data["images"][idx]) - mean) / mean
-        captions = [toyworld.caption(data["scenes"][i], rng) for i in idx]
-        ids = tokenize(tokenizer, captions).to(run.device)  # all 77 positions: the UNet reads every one
-        out = model(input_ids=ids, pixel_values=pixels.to(run.device), return_loss=True)
-        labels = {n: v.to(run.device) for n, v in named_labels(captions).items()}
-        aux = heads.loss(out.text_model_output.last_hidden_state, ids, tokenizer.eos_token_id, labels)
-        loss = out.loss + aux
+        captions = [train_caption(data["scenes"][i], rng, cfg["caption_filler"]) for i in idx]
+        ids = tokenize(tokenizer, captions).to(run.device)  # padded with [EOS] to 77, as SD 1.x
+        contrastive, aux = clip_losses(model, heads, ids, pixels.to(run.device), captions, tokenizer.eos_token_id)
+        loss = contrastive if aux is None else contrastive + aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        losses.append((out.loss.item(), aux.item()))
+        losses.append((contrastive.item(), float("nan") if aux is None else aux.item()))
         ck.maybe_save(step + 1, objs)
     ck.maybe_save(cfg["clip_steps"], objs, force=True)
     model.save_pretrained(run.work / "clip")
     final = np.mean(losses[-50:], axis=0) if losses else [None, None]
     log(f"clip losses (contrastive, auxiliary): {final}")
-    return {"final_loss": None if final[0] is None else float(final[0]),
-            "final_aux_loss": None if final[1] is None else float(final[1])}
+    aux = None if final[1] is None or np.isnan(final[1]) else float(final[1])
+    return {"objective": cfg["clip_objective"], "final_loss": None if final[0] is None else float(final[0]),
+            "final_aux_loss": aux}
 
 
 def stage_vae(run: Run) -> dict:
@@ -417,7 +478,7 @@ def stage_unet(run: Run, tokenizer) -> dict:
     for step in bar:
         g, rng = step_generator(run.seed, "unet", step)
         idx = rng.integers(len(latents), size=cfg["unet_batch"])
-        captions = ["" if rng.random() < 0.1 else toyworld.caption(data["scenes"][i], rng) for i in idx]
+        captions = ["" if rng.random() < 0.1 else train_caption(data["scenes"][i], rng, cfg["caption_filler"]) for i in idx]
         with torch.no_grad():
             cond = text_encoder(tokenize(tokenizer, captions).to(run.device)).last_hidden_state
         x0 = latents[idx].to(run.device)
@@ -465,27 +526,59 @@ def stage_export(run: Run, tokenizer) -> dict:
     return {}
 
 
-def load_or_build_tokenizer(folder: Path):
-    """The run's tokenizer: built once, then reloaded on resume so token ids never change."""
+def load_or_build_tokenizer(folder: Path, filler: bool = False):
+    """The run's tokenizer: built once, then reloaded on resume so token ids never change.
+
+    ``filler`` adds the filler words of lengthened captions to the vocabulary (one token each).
+    """
     from transformers import CLIPTokenizer
 
     if (folder / "tokenizer_config.json").exists():
         return CLIPTokenizer.from_pretrained(folder)
-    tokenizer = tm.build_tokenizer()
+    tokenizer = tm.build_tokenizer(toyworld.vocabulary(filler=filler))
     tokenizer.save_pretrained(folder)
     return tokenizer
+
+
+def reuse_image_stages(run: Run, model_dir: Path) -> None:
+    """Take the VAE (fine-tuned decoder included) and the evaluator from ``model_dir`` (see ``--reuse-image-stages``).
+
+    Neither reads a caption or the text encoder, so a run that changes only the text side would
+    train them bit for bit as ``model_dir``'s run did (checked: results/reproducibility/stages.md).
+    The latents stage still runs: it re-encodes the rendered data with the copied encoder.
+    """
+    import shutil
+
+    if not (model_dir / "vae").is_dir() or not (model_dir / "evaluator").is_dir():
+        raise SystemExit(f"--reuse-image-stages {model_dir}: no vae/ and evaluator/ folders there")
+    previous = json.loads((model_dir / "training_log.json").read_text()).get("stages", {}) if (model_dir / "training_log.json").exists() else {}
+    for stage, folder in (("vae", "vae"), ("evaluator", "evaluator"), ("decoder", None)):
+        if run.done(stage):
+            continue
+        if folder:
+            shutil.copytree(model_dir / folder, run.work / folder, dirs_exist_ok=True)
+        info = {k: v for k, v in previous.get(stage, {}).items() if k != "seconds"}
+        info["steps"] = run.cfg.get(f"{stage}_steps")
+        run.mark(stage, previous.get(stage, {}).get("seconds", 0.0), reused_from=str(model_dir), **info)
+        log(f"stage {stage}: reused from {model_dir}")
 
 
 def apply_overrides(profile: dict, overrides: list[str]) -> dict:
     """A copy of ``profile`` with ``KEY=VALUE`` settings changed.
 
-    Values are parsed as int, else float; a tuple setting takes comma-separated ints (``vae_channels=32,64,64``).
+    Values are parsed as int, else float; a tuple setting takes comma-separated ints (``vae_channels=32,64,64``);
+    a word setting (:data:`CHOICES`) one of its words.
     """
     cfg = dict(profile)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or key not in cfg:
             raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(sorted(cfg))}")
+        if key in CHOICES:
+            if value not in CHOICES[key]:
+                raise SystemExit(f"--set {item!r}: {key} must be one of {', '.join(CHOICES[key])}")
+            cfg[key] = value
+            continue
         if isinstance(cfg[key], tuple):
             try:
                 cfg[key] = tuple(int(v) for v in value.split(","))
@@ -512,6 +605,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--stop-after", choices=STAGES, default=None,
                         help="stop once this stage is done (run the rest later: the run resumes)")
+    parser.add_argument("--reuse-image-stages", type=Path, default=None, metavar="MODEL_DIR",
+                        help="copy the stages that read no text (VAE with its fine-tuned decoder, evaluator) from "
+                             "a trained model folder instead of training them (they would be bit-identical: same "
+                             "seed, data and code); their recorded times are that model's")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="change one setting of the profile, e.g. --set unet_steps=4500 (experiments; "
                              "the log records the whole config)")
@@ -526,7 +623,9 @@ def main(argv: list[str] | None = None) -> None:
         run.log_data = json.loads(log_path.read_text())
     run.log_data.update(profile=args.profile, seed=args.seed, device=args.device, threads=torch.get_num_threads(),
                         config=run.cfg, torch=torch.__version__)
-    tokenizer = load_or_build_tokenizer(args.work_dir / "tokenizer")
+    tokenizer = load_or_build_tokenizer(args.work_dir / "tokenizer", filler=cfg["caption_filler"] > 0)
+    if args.reuse_image_stages is not None:
+        reuse_image_stages(run, args.reuse_image_stages)
     stage_fns = {
         "data": lambda: stage_data(run), "clip": lambda: stage_clip(run, tokenizer), "vae": lambda: stage_vae(run),
         "evaluator": lambda: stage_evaluator(run), "latents": lambda: stage_latents(run),
