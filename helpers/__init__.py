@@ -1,11 +1,19 @@
 """Helpers for reproducing "Towards Understanding the Working Mechanism of Text-to-Image
 Diffusion Model" (Yi et al., NeurIPS 2024) on the embedded tiny model or real Stable Diffusion.
 
-Modules (one concept each): ``loading``, ``tokens``, ``attention``, ``trajectory``, ``fft``,
-``surgery``, ``kv_substitution``, ``guidance``, ``metrics``, ``plotting``, ``toyworld``,
-``evaluator``, ``notebook``. See CONTRIBUTING.md.
+The public API is re-exported here (imported on first use, so ``import helpers`` is cheap)::
+
+    from helpers import load_pipeline, generate, record_attention, encode, switch_eos, sample, TextWindow
+
+Layout (CONTRIBUTING.md has the full map): ``loading``, ``generation``, ``latents``, ``guidance``,
+``profile``, ``notebook``, ``promptsets`` at the top; ``hooks/`` (everything that hooks into a
+pipeline call), ``text/`` (token classes, encoded prompts, embedding edits), ``analysis/``
+(measurements), ``plots/``, ``toy/`` (the shapes world and the embedded model), ``bench/``.
 """
 
+from __future__ import annotations
+
+import importlib
 import logging as _logging
 
 
@@ -20,6 +28,45 @@ class _QuietTorchvisionNotice(_logging.Filter):
 for _name in ("transformers.utils.import_utils",):
     _logging.getLogger(_name).addFilter(_QuietTorchvisionNotice())
 
-from .loading import load_pipeline  # noqa: E402
+#: Public name -> the module that defines it.
+_EXPORTS: dict[str, str] = {
+    # loading and generation
+    "load_pipeline": "loading", "LoadingError": "loading", "family": "loading", "denoiser": "loading",
+    "set_scheduler": "loading", "scheduler_set": "loading", "uses_toy_world": "loading",
+    "generate": "generation", "initial_latents": "generation", "for_each_batch": "generation",
+    "encode_images": "latents", "decode_latents": "latents",
+    # hooks
+    "record_attention": "hooks.attention", "AttentionRecorder": "hooks.attention",
+    "CrossAttnProcessor": "hooks.processors", "installed_processors": "hooks.processors",
+    "count_evaluations": "hooks.steps",
+    "record_trajectory": "hooks.trajectory", "trajectory": "hooks.trajectory", "Trajectory": "hooks.trajectory",
+    "kv_substitution": "hooks.kv", "generate_substituted": "hooks.kv",
+    # text
+    "token_classes": "text.tokens", "pipeline_token_classes": "text.tokens", "TokenClasses": "text.tokens",
+    "PromptTooLongError": "text.tokens",
+    "EncodedPrompt": "text.conditioning", "encode": "text.conditioning", "unconditional": "text.conditioning",
+    "pipeline_inputs": "text.conditioning",
+    "switch_eos": "text.surgery", "replace_tokens": "text.surgery", "generate_from_embeddings": "text.surgery",
+    # guidance schedules
+    "sample": "guidance", "TextWindow": "guidance", "Switch": "guidance", "AdaptiveStop": "guidance",
+    "GuidanceRun": "guidance",
+    # analysis
+    "class_mass": "analysis.mass", "class_mass_table": "analysis.mass", "relative_f1_table": "analysis.masks",
+    "Scorer": "analysis.metrics",
+    # notebooks
+    "start": "notebook", "load_prompt_set": "promptsets", "get_profile": "profile",
+}
 
-__all__ = ["load_pipeline"]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'helpers' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -20,7 +20,7 @@ Schedules (all run the stock pipeline call; its sampling loop is never copied):
   CFG stops after the first step at which ``||eps_c - eps_u|| / ||eps_u||`` falls
   below ``threshold``.
 
-Mechanisms, all diffusers extension points:
+Mechanisms (:mod:`helpers.hooks.cfg`), all diffusers extension points:
 
 * SD 1.x/2.x and SDXL, fixed schedules: a ``callback_on_step_end`` that at the end of
   step ``k - 1`` replaces the batched ``prompt_embeds`` (and SDXL's
@@ -41,25 +41,24 @@ Mechanisms, all diffusers extension points:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from .generation import initial_latents
+from .generation import for_each_batch
+from .hooks.cfg import CutoffCallback, DenoiserHooks
 from .loading import denoiser, family
+from .text.conditioning import EncodedPrompt, pipeline_inputs
+from .text.tokens import check_prompts
 
 VARIANTS: tuple[str, ...] = ("uncond", "cond")
 
 
 class GuidanceScheduleError(ValueError):
     """A guidance schedule was asked for with arguments that cannot work."""
-
-
-# ---------------------------------------------------------------- schedules
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +77,7 @@ class TextWindow:
 class Switch:
     """The first conditioning for ``text_steps = k`` steps, ``second`` for the other ``N - k``.
 
-    ``second`` is a list of prompts, a :class:`Conditioning`, or a tensor of
+    ``second`` is a list of prompt strings or of :class:`~helpers.text.conditioning.EncodedPrompt`, or a tensor of
     ``prompt_embeds`` shaped like the first conditioning's (e.g. switched-[EOS]
     embeddings); for a bare tensor the negative embeddings, SDXL's pooled embeddings
     and PixArt's attention mask stay those of the first conditioning.
@@ -124,13 +123,12 @@ def paper_a(text_steps: int | np.ndarray, num_inference_steps: int) -> int | np.
     return num_inference_steps - text_steps
 
 
-# ---------------------------------------------------------------- conditioning
-
-
 @dataclasses.dataclass
-class Conditioning:
-    """Encoded prompts exactly as the pipeline consumes them (field names = pipeline arguments).
+class _Batch:
+    """A batch of encoded prompts as the pipeline call consumes them (field names = pipeline arguments).
 
+    Internal: the public conditioning type is :class:`helpers.text.conditioning.EncodedPrompt`
+    (a list of them becomes a batch through :func:`~helpers.text.conditioning.pipeline_inputs`).
     ``pooled_*`` are SDXL's, ``*_attention_mask`` PixArt's; ``None`` elsewhere.
     """
 
@@ -142,8 +140,8 @@ class Conditioning:
     negative_prompt_attention_mask: torch.Tensor | None = None
 
     @classmethod
-    def from_kwargs(cls, kwargs: dict) -> "Conditioning":
-        """From pipeline keyword arguments, e.g. ``helpers.surgery.pipeline_inputs(pipe, prompts)``.
+    def from_kwargs(cls, kwargs: dict) -> "_Batch":
+        """From pipeline keyword arguments, e.g. ``helpers.text.conditioning.pipeline_inputs(pipe, prompts)``.
 
         Non-tensor entries (such as PixArt's ``negative_prompt=None``) are ignored.
         """
@@ -152,15 +150,15 @@ class Conditioning:
         unknown = set(tensors) - names
         if unknown or not {"prompt_embeds", "negative_prompt_embeds"} <= set(tensors):
             raise GuidanceScheduleError(
-                f"a Conditioning needs prompt_embeds and negative_prompt_embeds (other tensors allowed: "
+                f"a batch needs prompt_embeds and negative_prompt_embeds (other tensors allowed: "
                 f"{sorted(names)}); got {sorted(kwargs)}")
         return cls(**tensors)
 
     def __len__(self) -> int:
         return int(self.prompt_embeds.shape[0])
 
-    def __getitem__(self, rows: slice) -> "Conditioning":
-        return Conditioning(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
+    def __getitem__(self, rows: slice) -> "_Batch":
+        return _Batch(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[rows]
                                for f in dataclasses.fields(self)})
 
     def call_kwargs(self, side: str = "both") -> dict[str, torch.Tensor]:
@@ -184,48 +182,55 @@ class Conditioning:
 
 
 @torch.no_grad()
-def encode(pipe, prompts: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None) -> Conditioning:
-    """Encode prompts with the pipeline's own ``encode_prompt`` (same tensors as a stock call)."""
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if not prompts:
-        raise GuidanceScheduleError("no prompts given: pass at least one prompt")
+def _encode(pipe, prompts: str | Sequence[str], negative_prompt: str | Sequence[str] | None = None) -> _Batch:
+    """Encode prompt strings with the pipeline's own ``encode_prompt`` in one batch (same tensors as a stock call)."""
+    prompts = check_prompts(pipe, prompts)  # one sentence for non-strings and prompts over the encoder's limit
     device, fam = denoiser(pipe).device, family(pipe)
     if fam == "sd":
         cond, uncond = pipe.encode_prompt(prompts, device, 1, True, negative_prompt)
-        return Conditioning(cond, uncond)
+        return _Batch(cond, uncond)
     if fam == "sdxl":
         cond, uncond, pooled, uncond_pooled = pipe.encode_prompt(
             prompts, device=device, num_images_per_prompt=1, do_classifier_free_guidance=True,
             negative_prompt=negative_prompt)
-        return Conditioning(cond, uncond, pooled, uncond_pooled)
+        return _Batch(cond, uncond, pooled, uncond_pooled)
     # clean_caption=True is what PixArt's __call__ does by default (a no-op without beautifulsoup4)
     cond, mask, uncond, uncond_mask = pipe.encode_prompt(
         prompts, True, negative_prompt=negative_prompt if negative_prompt is not None else "", device=device,
         clean_caption=True)
-    return Conditioning(cond, uncond, prompt_attention_mask=mask, negative_prompt_attention_mask=uncond_mask)
+    return _Batch(cond, uncond, prompt_attention_mask=mask, negative_prompt_attention_mask=uncond_mask)
 
 
-def _as_conditioning(pipe, value, like: Conditioning) -> Conditioning:
-    """A Switch's ``second`` (prompts, Conditioning or tensor) as a Conditioning of ``len(like)`` rows."""
-    if isinstance(value, Conditioning):
-        second = value
-    elif isinstance(value, torch.Tensor):
+def _as_batch(pipe, value) -> _Batch:
+    """Prompt strings (encoded in one batch) or a list of :class:`EncodedPrompt` as a :class:`_Batch`."""
+    if isinstance(value, _Batch):
+        return value
+    if isinstance(value, EncodedPrompt):
+        value = [value]
+    if isinstance(value, str):
+        return _encode(pipe, value)
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, EncodedPrompt) for v in value):
+        return _Batch.from_kwargs(pipeline_inputs(pipe, list(value)))
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return _encode(pipe, value)
+    empty = " (an empty list)" if isinstance(value, (list, tuple)) and not value else ""
+    raise GuidanceScheduleError(f"prompts must be a string, a list of strings or a list of EncodedPrompt "
+                                f"(helpers.text.conditioning.encode), not {type(value).__name__}{empty}")
+
+
+def _as_conditioning(pipe, value, like: _Batch) -> _Batch:
+    """A Switch's ``second`` (prompts, encoded prompts or a tensor) as a batch of ``len(like)`` rows."""
+    if isinstance(value, torch.Tensor):
         if value.shape != like.prompt_embeds.shape:
             raise GuidanceScheduleError(
                 f"switch embeddings have shape {tuple(value.shape)} but the first conditioning's prompt_embeds "
                 f"have {tuple(like.prompt_embeds.shape)}; they must match")
         second = dataclasses.replace(like, prompt_embeds=value.to(like.prompt_embeds))
-    elif isinstance(value, (str, list, tuple)):
-        second = encode(pipe, value)
     else:
-        raise GuidanceScheduleError(
-            f"Switch.second must be prompts, a Conditioning or a tensor, not {type(value).__name__}")
+        second = _as_batch(pipe, value)
     if len(second) != len(like):
         raise GuidanceScheduleError(f"the switch target has {len(second)} rows but there are {len(like)} prompts")
     return second
-
-
-# ---------------------------------------------------------------- results
 
 
 @dataclasses.dataclass
@@ -262,145 +267,6 @@ class GuidanceRun:
         return self.denoiser_rows / len(self.images)
 
 
-# ---------------------------------------------------------------- the two mechanisms
-
-
-class _CutoffCallback:
-    """``callback_on_step_end`` that changes the batched conditioning at the end of step ``k - 1``.
-
-    ``keep="uncond"``/``"cond"``: keep that half of every batched tensor and turn CFG
-    off (diffusers' ``SDCFGCutoffCallback`` pattern, with a choice of half).
-    ``keep=None``: swap in ``replacement`` tensors (a switch), CFG stays on.
-    """
-
-    def __init__(self, step_end: int, batch: int, keep: str | None, replacement: dict | None, names: list[str]):
-        self.step_end, self.batch, self.keep, self.replacement = step_end, batch, keep, replacement or {}
-        self.tensor_inputs = names
-
-    def __call__(self, pipe, step_index: int, timestep, callback_kwargs: dict) -> dict:
-        if step_index != self.step_end:
-            return callback_kwargs
-        if self.keep is None:
-            callback_kwargs.update({k: v for k, v in self.replacement.items() if k in self.tensor_inputs})
-            return callback_kwargs
-        half = slice(0, self.batch) if self.keep == "uncond" else slice(-self.batch, None)
-        for name in self.tensor_inputs:
-            callback_kwargs[name] = callback_kwargs[name][half]
-        pipe._guidance_scale = 1.0  # do_classifier_free_guidance -> False: one pass per step from now on
-        return callback_kwargs
-
-
-class _DenoiserHooks:
-    """Forward (pre-)hooks on the denoiser: step counting, row gating, substitution, recording.
-
-    Args:
-        batch: number of prompts ``B`` in this pipeline call (CFG batch is ``2B``).
-        steps: ``N``.
-        policy: ``None`` (never gate) or a callable ``step -> list[str | None]`` giving per
-            prompt ``None`` (CFG: both rows) or ``"uncond"``/``"cond"`` (the one kept row).
-        substitute: ``(from_step, {kwarg: 2B tensor})`` replaced in the denoiser call.
-        adaptive: an :class:`AdaptiveStop` whose decisions this object makes.
-        record: fill the norm arrays.
-    """
-
-    def __init__(self, batch: int, steps: int, policy=None, substitute=None, adaptive: AdaptiveStop | None = None,
-                 record: bool = True):
-        self.batch, self.steps, self.policy, self.substitute, self.adaptive, self.record = (
-            batch, steps, policy, substitute, adaptive, record)
-        self.step = -1
-        self.calls = self.rows = 0
-        self.norms = np.full((3, batch, steps), np.nan)
-        self.stop_from = np.full(batch, steps)
-        self._rows: list[int] | None = None
-        self._plan: list[str | None] = [None] * batch
-
-    @contextlib.contextmanager
-    def installed(self, module: torch.nn.Module) -> Iterator["_DenoiserHooks"]:
-        handles = [module.register_forward_pre_hook(self._pre, with_kwargs=True, prepend=True),
-                   module.register_forward_hook(self._post, with_kwargs=True, prepend=True)]
-        try:
-            yield self
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def _plan_for_step(self) -> list[str | None]:
-        plan = list(self.policy(self.step)) if self.policy is not None else [None] * self.batch
-        if self.adaptive is not None:
-            plan = [self.adaptive.variant if self.step >= self.stop_from[j] else p for j, p in enumerate(plan)]
-        return plan
-
-    def _pre(self, module, args, kwargs):
-        self.step += 1
-        self.calls += 1
-        sample = args[0] if args else kwargs["sample" if "sample" in kwargs else "hidden_states"]
-        n = sample.shape[0]
-        self._rows = None
-        if n != 2 * self.batch:  # CFG is off in the pipeline itself: nothing to gate or record
-            self.rows += n
-            return None
-        if self.substitute is not None and self.step >= self.substitute[0]:
-            kwargs = {**kwargs, **self.substitute[1]}
-        self._plan = self._plan_for_step()
-        rows = [r for j, p in enumerate(self._plan)
-                for r in ((j, self.batch + j) if p is None else ((j,) if p == "uncond" else (self.batch + j,)))]
-        self.rows += len(rows)
-        if len(rows) == n:
-            return args, kwargs
-        self._rows = sorted(rows)
-        index = torch.tensor(self._rows, device=sample.device)
-        return _take_rows(args, n, index), _take_rows(kwargs, n, index)
-
-    def _post(self, module, args, kwargs, output):
-        out = output[0] if isinstance(output, tuple) else output.sample
-        if self._rows is None and out.shape[0] != 2 * self.batch:
-            return None  # the pipeline itself runs without CFG now
-        full = out
-        if self._rows is not None:  # put the 2B rows back; a stopped prompt gets its kept row twice
-            where = {r: i for i, r in enumerate(self._rows)}
-            order = []
-            for half in (0, 1):
-                for j, p in enumerate(self._plan):
-                    own = half * self.batch + j
-                    order.append(where[own] if p is None else where[j if p == "uncond" else self.batch + j])
-            full = out[torch.tensor(order, device=out.device)]
-        if self.record or self.adaptive is not None:
-            self._observe(full, sample_channels=(args[0] if args else kwargs.get("hidden_states", out)).shape[1])
-        if full is out:
-            return None
-        return (full,) + tuple(output[1:]) if isinstance(output, tuple) else dataclasses.replace(output, sample=full)
-
-    @torch.no_grad()
-    def _observe(self, full: torch.Tensor, sample_channels: int) -> None:
-        if full.shape[1] == 2 * sample_channels:  # learned variance (PixArt): keep the noise channels
-            full = full[:, :sample_channels]
-        uncond, cond = full.float().chunk(2)
-        norms = torch.stack([uncond.flatten(1).norm(dim=1), cond.flatten(1).norm(dim=1),
-                             (cond - uncond).flatten(1).norm(dim=1)]).cpu().numpy()
-        active = np.array([p is None for p in self._plan])
-        if self.step < self.steps:
-            self.norms[:, active, self.step] = norms[:, active]
-        if self.adaptive is not None:
-            ratio = norms[2] / np.maximum(norms[0], 1e-12)
-            for j in np.flatnonzero(active & (ratio < self.adaptive.threshold)):
-                if self.stop_from[j] == self.steps and self.step + 1 >= self.adaptive.min_text_steps:
-                    self.stop_from[j] = self.step + 1
-
-
-def _take_rows(value, n: int, index: torch.Tensor):
-    """``value`` with every tensor whose first dimension is ``n`` reduced to ``index`` (recursing)."""
-    if isinstance(value, torch.Tensor):
-        return value.index_select(0, index.to(value.device)) if value.ndim and value.shape[0] == n else value
-    if isinstance(value, dict):
-        return {k: _take_rows(v, n, index) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return type(value)(_take_rows(v, n, index) for v in value)
-    return value
-
-
-# ---------------------------------------------------------------- sampling
-
-
 def _check(pipe, schedule: Schedule, steps: int, guidance_scale: float) -> None:
     if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
         raise GuidanceScheduleError(f"num_inference_steps must be a positive integer, not {steps!r}")
@@ -435,8 +301,8 @@ def _tensor_names(fam: str) -> list[str]:
     return ["prompt_embeds", "add_text_embeds", "add_time_ids"] if fam == "sdxl" else ["prompt_embeds"]
 
 
-def _run_chunk(pipe, cond: Conditioning, schedule: Schedule, latents: torch.Tensor, steps: int,
-               guidance_scale: float, record: bool, pipe_kwargs: dict) -> tuple[np.ndarray, _DenoiserHooks]:
+def _run_chunk(pipe, cond: _Batch, schedule: Schedule, latents: torch.Tensor, steps: int,
+               guidance_scale: float, record: bool, pipe_kwargs: dict) -> tuple[np.ndarray, DenoiserHooks]:
     """One pipeline call for one chunk of prompts under ``schedule``."""
     fam, batch = family(pipe), len(cond)
     call = dict(num_inference_steps=steps, guidance_scale=guidance_scale, latents=latents, output_type="np",
@@ -458,13 +324,13 @@ def _run_chunk(pipe, cond: Conditioning, schedule: Schedule, latents: torch.Tens
             substitute = (k, {"encoder_hidden_states": batched["prompt_embeds"],
                               "encoder_attention_mask": batched["encoder_attention_mask"]})
         elif k < steps:
-            callback = _CutoffCallback(k - 1, batch, None, second.batched(), _tensor_names(fam)[:2])
+            callback = CutoffCallback(k - 1, batch, None, second.batched(), _tensor_names(fam)[:2])
     elif isinstance(schedule, TextWindow) and k < steps:
         if fam == "pixart":
             policy = lambda step: [schedule.variant if step >= k else None] * batch  # noqa: E731
         else:
-            callback = _CutoffCallback(k - 1, batch, schedule.variant, None, _tensor_names(fam))
-    hooks = _DenoiserHooks(batch, steps, policy, substitute, adaptive, record)
+            callback = CutoffCallback(k - 1, batch, schedule.variant, None, _tensor_names(fam))
+    hooks = DenoiserHooks(batch, steps, policy, substitute, adaptive, record)
     if callback is not None:
         call.update(callback_on_step_end=callback, callback_on_step_end_tensor_inputs=callback.tensor_inputs)
     with hooks.installed(denoiser(pipe)):
@@ -474,7 +340,7 @@ def _run_chunk(pipe, cond: Conditioning, schedule: Schedule, latents: torch.Tens
 
 def sample(
     pipe,
-    prompts: str | Sequence[str] | Conditioning,
+    prompts: str | Sequence[str] | Sequence[EncodedPrompt],
     schedule: Schedule = None,
     *,
     num_inference_steps: int = 50,
@@ -482,6 +348,7 @@ def sample(
     seed: int = 0,
     batch_size: int = 8,
     record: bool = True,
+    progress: bool = False,
     **pipe_kwargs,
 ) -> GuidanceRun:
     """Generate under a guidance schedule with the stock pipeline call.
@@ -491,10 +358,12 @@ def sample(
     reproduces it exactly.
 
     Args:
-        prompts: prompt strings, or a :class:`Conditioning` (e.g. switched-[EOS] embeddings).
+        prompts: prompt strings, or :class:`~helpers.text.conditioning.EncodedPrompt` s (e.g. switched-[EOS]
+            embeddings from :mod:`helpers.text.surgery`).
         schedule: :class:`TextWindow`, :class:`Switch`, :class:`AdaptiveStop` or ``None`` (full CFG).
         record: record the prediction norms (a forward hook; no extra denoiser pass). The
             hooks that count denoiser calls are always installed (negligible cost).
+        progress: a progress bar with ETA over the batches.
         pipe_kwargs: extra pipeline arguments (e.g. ``height``/``width``).
 
     Raises:
@@ -502,19 +371,20 @@ def sample(
             non-positive threshold, guidance off, or a multi-evaluation scheduler.
     """
     _check(pipe, schedule, num_inference_steps, guidance_scale)
-    cond = prompts if isinstance(prompts, Conditioning) else encode(pipe, prompts)
+    cond = _as_batch(pipe, prompts)
     if isinstance(schedule, Switch):
         schedule = dataclasses.replace(schedule, second=_as_conditioning(pipe, schedule.second, cond))
     n = len(cond)
-    parts: list[tuple[np.ndarray, _DenoiserHooks]] = []
-    for start in range(0, n, batch_size):
-        rows = slice(start, start + batch_size)
+
+    def chunk(idx: list[int], latents: torch.Tensor) -> tuple[np.ndarray, DenoiserHooks]:
+        rows = slice(idx[0], idx[-1] + 1)
         chunk_schedule = schedule
         if isinstance(schedule, Switch):
             chunk_schedule = dataclasses.replace(schedule, second=schedule.second[rows])
-        latents = initial_latents(pipe, [seed + i for i in range(start, min(n, start + batch_size))])
-        parts.append(_run_chunk(pipe, cond[rows], chunk_schedule, latents, num_inference_steps, guidance_scale,
-                                record, pipe_kwargs))
+        return _run_chunk(pipe, cond[rows], chunk_schedule, latents, num_inference_steps, guidance_scale, record,
+                          pipe_kwargs)
+
+    parts = for_each_batch(pipe, n, chunk, batch_size, seed, progress=progress, desc="sample")
     if isinstance(schedule, (TextWindow, Switch)):
         text_steps = np.full(n, schedule.text_steps)
     elif isinstance(schedule, AdaptiveStop):
@@ -532,10 +402,7 @@ def sample(
     )
 
 
-# ---------------------------------------------------------------- sweeps (notebooks 05 and 06)
-
-
-def sweep_text_window(pipe, prompts: Sequence[str] | Conditioning, text_steps: Sequence[int],
+def sweep_text_window(pipe, prompts: Sequence[str] | Sequence[EncodedPrompt], text_steps: Sequence[int],
                       variants: Sequence[str] = VARIANTS, **sample_kwargs) -> dict[tuple[str, int], GuidanceRun]:
     """:func:`sample` for every ``(variant, k)``; ``k = N`` (full CFG) is run once and shared by the variants.
 
@@ -551,7 +418,8 @@ def sweep_text_window(pipe, prompts: Sequence[str] | Conditioning, text_steps: S
     return runs
 
 
-def sweep_switch(pipe, first: Conditioning, second: Conditioning, text_steps: Sequence[int],
+def sweep_switch(pipe, first: Sequence[EncodedPrompt] | Sequence[str], second: Sequence[EncodedPrompt] | Sequence[str],
+                 text_steps: Sequence[int],
                  **sample_kwargs) -> dict[tuple[str, int], np.ndarray]:
     """Images for both orders of a switch at every ``k``: ``("first->second", k)`` and ``("second->first", k)``.
 
@@ -573,7 +441,7 @@ def sweep_switch(pipe, first: Conditioning, second: Conditioning, text_steps: Se
     return out
 
 
-def norm_summary(run: GuidanceRun) -> "pd.DataFrame":
+def norm_summary(run: GuidanceRun):
     """Long table of the recorded norms: step, quantity, mean and standard deviation over prompts."""
     import pandas as pd
 

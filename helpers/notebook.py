@@ -4,6 +4,7 @@
 >>> ctx.pipe, ctx.prompts, ctx.profile.num_inference_steps
 >>> ctx.save_figure(fig, "fig1b_relative_f1")
 >>> ctx.verdict(True, "relative F1 passes 0.9 at step 6 of 50: supports the paper.")
+>>> ctx.report(verdicts.shape_first(f1, chance))  # a pre-registered rule: verdict.txt and verdict.json
 """
 
 from __future__ import annotations
@@ -16,15 +17,17 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from . import loading, plotting, promptsets
+from . import loading, plots, promptsets, resources
+from .hooks.steps import count_evaluations
 from .profile import Profile, get_model_id, get_profile
 
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
+#: Where results go; ``None``: :func:`helpers.resources.results_dir` (``$T2I_RESULTS_DIR`` or the checkout's results/).
+RESULTS_DIR: Path | None = None
 
 
 @dataclasses.dataclass
@@ -44,20 +47,30 @@ class NotebookContext:
 
     @property
     def is_embedded(self) -> bool:
-        """True on the embedded default model (ground truth and evaluator available)."""
+        """True on the embedded default model (trained weights, ground truth and the evaluator)."""
         return self.model_id is None
+
+    @property
+    def toy_world(self) -> bool:
+        """True on a model of the toy shapes world (embedded or ``"random-tiny"``: :func:`helpers.loading.uses_toy_world`)."""
+        return loading.uses_toy_world(self.model_id)
+
+    @property
+    def random_weights(self) -> bool:
+        """True on ``"random-tiny"``: the mechanics run, the numbers mean nothing (verdicts are INCONCLUSIVE)."""
+        return self.model_id == loading.RANDOM_TINY_ID
 
     @property
     def results_dir(self) -> Path:
         tag = "embedded" if self.model_id is None else self.model_id.replace("/", "--")
-        path = RESULTS_DIR / tag / self.profile.name / self.name
+        path = (RESULTS_DIR or resources.results_dir()) / tag / self.profile.name / self.name
         path.mkdir(parents=True, exist_ok=True)
         return path
 
     def save_figure(self, fig, stem: str) -> Path:
-        """Write a figure to ``results/<model>/<profile>/<notebook>/<stem>.png``."""
+        """Write a figure to ``results/<model>/<profile>/<notebook>/<stem>.png`` (a compressed PNG, 90 dpi)."""
         path = self.results_dir / f"{stem}.png"
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        path.write_bytes(plots.grids.figure_png(fig))
         return path
 
     def save_table(self, table, stem: str) -> Path:
@@ -84,6 +97,39 @@ class NotebookContext:
         self.save_table(self.run_summary(), "run_summary")
         return text
 
+    def report(self, v, *, inconclusive: str | None = None) -> str:
+        """Print and save the verdict of a pre-registered rule (a :class:`helpers.verdicts.Verdict`).
+
+        Calls :meth:`verdict` with the rule's flag and sentence (``verdict.txt``, ``run_summary.json``)
+        and writes ``verdict.json``: claim, verdict, the headline estimate (value, lo, hi, n, method),
+        the rule, and the details (JSON-serialisable). ``inconclusive``: a reason to report the
+        outcome as INCONCLUSIVE whatever the rule reads (on ``"random-tiny"`` "random weights" is always
+        added); the rule's own reading is kept in the sentence and in ``rule_verdict``.
+        Returns the printed text.
+        """
+        if self.random_weights:
+            inconclusive = "; ".join(filter(None, (inconclusive, "random weights (mechanics check only): the numbers "
+                                                                "mean nothing")))
+        verdict, sentence = v.verdict, v.sentence
+        if inconclusive is not None and verdict == "INCONCLUSIVE":
+            sentence = f"{sentence.rstrip('.')}; also {inconclusive}."
+        elif inconclusive is not None:
+            sentence = sentence.replace(f"Verdict: {verdict} —", f"The rule alone reads {verdict} —", 1)
+            sentence = f"{sentence.rstrip('.')}. Verdict: INCONCLUSIVE — {inconclusive}."
+            verdict = "INCONCLUSIVE"
+        supported = {"SUPPORTED": True, "NOT SUPPORTED": False, "INCONCLUSIVE": None}[verdict]
+        text = self.verdict(supported, sentence)
+        record = {"notebook": self.name, "profile": self.profile.name, "model": self.model_label,
+                  "claim": v.claim, "verdict": verdict, "rule_verdict": v.verdict, "inconclusive_because": inconclusive,
+                  "estimate": _jsonable(v.estimate), "rule": v.rule, "sentence": sentence,
+                  "details": _jsonable(dict(v.details)),
+                  "related": [{"claim": r.claim, "verdict": r.verdict, "estimate": _jsonable(r.estimate),
+                               "rule": r.rule, "details": _jsonable(dict(r.details))} for r in v.related]}
+        if getattr(v, "exploration", None) is not None:
+            record["exploration"] = _jsonable(v.exploration)
+        self.save_table(record, "verdict")
+        return text
+
     def run_summary(self) -> dict:
         """Denoiser evaluations (batch rows) and wall-clock seconds since :func:`start`.
 
@@ -100,6 +146,29 @@ class NotebookContext:
     @property
     def model_label(self) -> str:
         return "embedded tiny model" if self.model_id is None else self.model_id
+
+
+def _jsonable(x: Any) -> Any:
+    """``x`` as plain JSON types: estimates and dataclasses as dicts, tables as records, arrays as lists."""
+    if x is None or isinstance(x, (bool, str)):
+        return x
+    if isinstance(x, (int, float)):
+        return x
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {f.name: _jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    if hasattr(x, "to_dict") and hasattr(x, "columns"):  # a pandas DataFrame
+        return [_jsonable(r) for r in x.to_dict(orient="records")]
+    if hasattr(x, "to_dict"):  # a pandas Series
+        return _jsonable(x.to_dict())
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in x]
+    return str(x)
 
 
 def seed_everything(seed: int) -> None:
@@ -131,14 +200,14 @@ def start(
     prof = get_profile(profile)
     mid = get_model_id(model_id)
     seed_everything(seed)
-    plotting.setup_style()
+    plots.setup_style()
     set_name = promptsets.default_prompt_set_name(mid)
     prompts = promptsets.load_prompt_set(set_name, n=n_prompts or prof.n_prompts)
     pipe = loading.load_pipeline(mid) if load else None
     name = name or os.environ.get("T2I_NOTEBOOK") or "notebook"
     ctx = NotebookContext(name=name, profile=prof, model_id=mid, seed=seed, pipe=pipe, prompts=prompts, prompt_set=set_name)
     if pipe is not None:
-        ctx._counter = ctx._hooks.enter_context(loading.count_evaluations(pipe))
+        ctx._counter = ctx._hooks.enter_context(count_evaluations(pipe))
     (ctx.results_dir / "verdict.txt").unlink(missing_ok=True)  # verdicts of this run only
     device = loading.describe(pipe)["device"] if pipe is not None else "-"
     print(f"profile={prof.name} | model={ctx.model_label} | device={device} | prompts={len(prompts)} ({set_name}) "

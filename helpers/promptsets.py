@@ -10,7 +10,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-PROMPT_DIR = Path(__file__).resolve().parent.parent / "data" / "prompts"
+from . import resources
+
 PROMPT_SETS = {"toy": "toy_prompts.json", "natural": "natural_prompts.json"}
 
 
@@ -28,7 +29,7 @@ def load_prompt_set(name: str = "toy", n: int | None = None, include_held_out: b
     """Read a prompt set by name (``"toy"`` or ``"natural"``) or by JSON path; first ``n`` records."""
     path = Path(PROMPT_SETS.get(name, name))
     if not path.is_absolute() and not path.exists():
-        path = PROMPT_DIR / path
+        path = resources.prompt_dir() / path
     if not path.exists():
         raise FileNotFoundError(f"no prompt set {name!r} (looked for {path}); known sets: {sorted(PROMPT_SETS)}")
     raw = json.loads(path.read_text())
@@ -43,5 +44,14 @@ def load_prompt_set(name: str = "toy", n: int | None = None, include_held_out: b
 
 
 def default_prompt_set_name(model_id: str | None) -> str:
-    """The toy set for the embedded model, the natural-language set for real models."""
-    return "toy" if model_id in (None, "", "random-tiny") else "natural"
+    """The toy set for the embedded model (and ``"random-tiny"``), the natural-language set for real models."""
+    from .loading import uses_toy_world
+
+    return "toy" if uses_toy_world(model_id) else "natural"
+
+
+def __getattr__(name: str):
+    """``PROMPT_DIR``: the prompt-set folder (:func:`helpers.resources.prompt_dir`), resolved when first read."""
+    if name == "PROMPT_DIR":
+        return resources.prompt_dir()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

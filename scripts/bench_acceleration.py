@@ -6,7 +6,7 @@
     accelerate launch --num_processes 4 scripts/bench_acceleration.py --profile full --model-id <id>   # 4 GPUs
 
 Under ``accelerate launch`` the quality pass (every method on every prompt) is shared
-among the processes (``helpers.sharding``) and gathered into the files a single-process
+among the processes (``helpers.bench.sharding``) and gathered into the files a single-process
 run writes; every process times the same first batch on its own device, and process 0
 writes its timings.
 
@@ -14,7 +14,7 @@ Writes ``results/acceleration/<profile>/`` (embedded model) or
 ``results/acceleration/<model>/<profile>/``: ``bench.csv`` (every number), ``bench.md``
 (the table and how it was measured), ``times.csv`` (every timed call), ``pareto.png``,
 ``examples_<sampler>_<N>.png`` (image rows per method) and ``meta.json``. The methods
-and the measurement protocol are documented in ``helpers/acceleration.py``.
+and the measurement protocol are documented in ``helpers/bench/acceleration.py``.
 """
 
 from __future__ import annotations
@@ -50,9 +50,10 @@ def main(argv=None) -> Path:
     args = parse_args(argv)
     import torch
 
-    from helpers import acceleration as acc
-    from helpers import profile, sharding
-    from helpers.metrics import Scorer
+    from helpers.bench import acceleration as acc
+    from helpers import profile
+    from helpers.bench import sharding
+    from helpers.analysis.metrics import Scorer
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -26,10 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers import tiny_model  # noqa: E402
-from helpers.attention import record_attention  # noqa: E402
-from helpers.generation import generate  # noqa: E402
-from helpers.loading import denoiser, load_pipeline  # noqa: E402
+from helpers.toy import model as tiny_model
+from helpers.hooks.attention import record_attention
+from helpers.generation import generate
+from helpers.loading import denoiser, load_pipeline
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 TARGET = 0.10

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers.quality import compare_markdown  # noqa: E402
+from helpers.toy.quality import compare_markdown
 
 
 def main(argv: list[str] | None = None) -> str:

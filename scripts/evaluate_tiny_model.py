@@ -3,7 +3,7 @@
 
 Writes ``results/model_quality.json`` and ``results/model_quality.md`` (used by the model
 card). ``--quick`` uses few images and steps (a smoke check, not the bar's measurement).
-The logic lives in ``helpers/quality.py`` (notebook 00 calls it too).
+The logic lives in ``helpers/toy/quality.py`` (notebook 00 calls it too).
 
 Checking a retrained model against the shipped one (same evaluator, larger sample)::
 
@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers.quality import evaluate, to_markdown  # noqa: E402
+from helpers.toy.quality import evaluate, to_markdown
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 

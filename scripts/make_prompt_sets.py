@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from helpers import toyworld  # noqa: E402
-from helpers.promptsets import PROMPT_DIR  # noqa: E402
+from helpers.toy import world as toyworld
+from helpers.promptsets import PROMPT_DIR
 
 
 def main(seed: int = 1234, n_seen: int = 100, n_held: int = 20) -> Path:

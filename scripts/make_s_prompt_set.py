@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from helpers.promptsets import PROMPT_DIR, PromptRecord, load_prompt_set  # noqa: E402
+from helpers.promptsets import PROMPT_DIR, PromptRecord, load_prompt_set
 
 MUST_DIFFER = ("shape", "color", "pattern")
 FILE_NAME = "s_prompt_set.json"

@@ -7,7 +7,7 @@
 ``--unet`` assembles a pipeline from the work folder (its tokenizer, CLIP text tower, VAE and the
 EMA weights of the latest UNet checkpoint) and measures the quality bar on few captions and steps
 (default 40 captions, 20 DDIM steps: a probe, not the bar). ``--vae`` measures the attribute
-evaluator on the VAE's reconstructions of fresh renders (``helpers.quality.reconstruction_accuracy``).
+evaluator on the VAE's reconstructions of fresh renders (``helpers.toy.quality.reconstruction_accuracy``).
 Both print one JSON line.
 """
 
@@ -23,8 +23,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers import tiny_model as tm  # noqa: E402
-from helpers.quality import evaluate, reconstruction_accuracy  # noqa: E402
+from helpers.toy import model as tm
+from helpers.toy.quality import evaluate, reconstruction_accuracy
 
 
 def unet_probe(work: Path, n: int, steps: int) -> dict:

@@ -14,7 +14,7 @@ Two CPU processes (gloo), as the test does::
 
 Every run writes the same file: one JSON row per (prompt, seed, method) with the
 image's mean colour and a hash of its pixels. ``--model random:<kind>`` uses a
-random-weight pipeline of :mod:`helpers.random_pipelines` (mechanics only).
+random-weight pipeline of :mod:`helpers.toy.random_pipelines` (mechanics only).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers import sharding  # noqa: E402
+from helpers.bench import sharding
 
 #: Method name -> classifier-free guidance scale.
 METHODS = {"cfg": 7.5, "nocfg": 1.0}
@@ -36,7 +36,7 @@ DEFAULT_PROMPTS = ("a red circle", "a blue star on the left", "a small green hea
 def load(model: str | None):
     """The pipeline for ``--model`` on this process's device."""
     if model and model.startswith("random:"):
-        from helpers.random_pipelines import random_pipeline
+        from helpers.toy.random_pipelines import random_pipeline
 
         return random_pipeline(model.split(":", 1)[1]).to(sharding.process_device())
     from helpers.loading import load_pipeline

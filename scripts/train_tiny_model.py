@@ -46,9 +46,9 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers import tiny_model as tm  # noqa: E402
-from helpers import toyworld  # noqa: E402
-from helpers.evaluator import AttributeEvaluator, augment  # noqa: E402
+from helpers.toy import model as tm
+from helpers.toy import world as toyworld
+from helpers.toy.evaluator import AttributeEvaluator, augment
 
 PROFILES: dict[str, dict] = {
     "full": dict(n_images=30000, n_held_out=3000, clip_objective="clip", caption_filler=0.3, clip_steps=1600, clip_batch=128,

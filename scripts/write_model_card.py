@@ -14,8 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helpers import tiny_model, toyworld  # noqa: E402
-from helpers.quality import to_markdown  # noqa: E402
+from helpers.toy import model as tiny_model
+from helpers.toy import world as toyworld
+from helpers.toy.quality import to_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,6 +26,40 @@ def folder_size_mb(folder: Path) -> dict[str, float]:
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         sizes[sub.name] = round(sum(f.stat().st_size for f in sub.rglob("*") if f.is_file()) / 2**20, 2)
     return sizes
+
+
+CLIP_OBJECTIVES = {
+    "clip": ("the contrastive loss at the pooled real [EOS] only, as SD's CLIP text tower is trained: padding "
+             "positions get no loss and word positions no target of their own (so nothing in training targets "
+             "which positions the UNet later reads)"),
+    "identity": ("the contrastive loss plus an identity head (training only, not exported): every non-padding "
+                 "position ([SOS], words, the real [EOS]) predicts its own token id; no loss at padding "
+                 "(a text-encoder control, not SD's objective)"),
+    "eos_head": ("the contrastive loss plus two auxiliary heads (training only, not exported): each word token "
+                 "predicts its own token id, and each [EOS]-class position ([EOS] and its padding) predicts the "
+                 "attributes the caption names (model version 3; a control: this head builds notebook 04's "
+                 "[EOS] result into the encoder, so it is never the default)"),
+}
+
+
+def clip_text(cfg: dict, log: dict) -> str:
+    """The CLIP stage's objective and captions, from the run's own configuration (never typed by hand)."""
+    objective = cfg.get("clip_objective", "eos_head")  # runs before the setting existed used the eos_head
+    filler = float(cfg.get("caption_filler", 0) or 0)
+    stage = log.get("stages", {}).get("clip", {})
+    text = (f"CLIP ({cfg.get('clip_steps')} steps, batch {cfg.get('clip_batch')}): text-tower objective "
+            f"`{objective}`: {CLIP_OBJECTIVES.get(objective, objective)}. Prompts are padded with [EOS] to 77 "
+            "positions (SD 1.x). ")
+    if filler > 0:
+        text += (f"{filler:.0%} of the training captions (CLIP and UNet) are lengthened with filler words that name "
+                 "no attribute (`helpers.toy.world.lengthen`), so that the real [EOS] lands anywhere up to position "
+                 "76 and every position embedding is trained through caption lengths, as a large-scale CLIP's are. ")
+    if stage.get("final_loss") is not None:
+        text += f"Final contrastive loss {stage['final_loss']:.3f}"
+        if stage.get("final_aux_loss") is not None:
+            text += f", auxiliary loss {stage['final_aux_loss']:.3f}"
+        text += "."
+    return text
 
 
 def main() -> Path:
@@ -70,7 +105,7 @@ encoder, a ViT image tower, patch 8) with its `CLIPProcessor`: our offline CLIPS
 with the generator). Files on disk (MB): {json.dumps(sizes)}; total {sum(sizes.values()):.1f} MB.
 
 ## Data
-Procedural 64x64 renders (`helpers/toyworld.py`): one object on a plain background; shape
+Procedural 64x64 renders (`helpers/toy/world.py`): one object on a plain background; shape
 ({', '.join(toyworld.SHAPES)}), colour ({', '.join(toyworld.COLORS)}), size (small, large), position
 (left, right, top, bottom, center), surface pattern (plain, striped, dotted: a real high-frequency
 detail), background (white, black, gray). Captions from {len(toyworld.FULL_TEMPLATES)} full and
@@ -88,11 +123,7 @@ torch {log.get('torch')}, {platform.machine()}.
 {stage_rows}
 
 **Total: {log['total_seconds'] / 60:.1f} minutes.** Configuration: {json.dumps(cfg)}.
-CLIP: contrastive loss on all 77 token positions, plus two auxiliary heads used in training only (not
-exported): each word token predicts its own token id, and each [EOS]-class position ([EOS] and its
-padding) predicts the attributes the caption names. Without them a tiny contrastive text tower shapes
-only the pooled [EOS] state and leaves the per-token hidden states that SD's cross-attention reads
-almost identical from word to word (cosine 0.99 between "left" and "right" in an earlier run).
+{clip_text(cfg, log)}
 VAE: channels {tuple(cfg.get('vae_channels', (16, 32, 64)))}, L1 + MSE + colour (4x4 average) + image-gradient loss, KL
 1e-6, the pixel terms weighted {1 + cfg.get('vae_edge_weight', 0):g}x near edges (outlines, corners and pattern marks:
 a few percent of the pixels that carry shape and pattern; `vae_edge_weight` {cfg.get('vae_edge_weight', 0):g}); then a

@@ -23,8 +23,8 @@ def tiny_pipe():
 
 @pytest.fixture(scope="session")
 def pipes():
-    """Random tiny pipelines of every supported class (helpers.random_pipelines), built on first use."""
-    from helpers.random_pipelines import random_pipeline
+    """Random tiny pipelines of every supported class (helpers.toy.random_pipelines), built on first use."""
+    from helpers.toy.random_pipelines import random_pipeline
 
     cache = {}
 

@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import acceleration as acc
+from helpers.bench import acceleration as acc
 from helpers.generation import generate
+from helpers.bench.summaries import at_paper_a, best_tradeoff, paper_table, pareto_front, to_markdown
+from helpers.plots.bench import plot_pareto
 
 from conftest import load_script
 
@@ -85,9 +87,9 @@ def test_pareto_front_and_best_tradeoff():
         "sampler": "ddim", "steps": 10, "kind": ["baseline", "uncond", "uncond", "cond"],
         "saved_latency": [0.0, 20.0, 40.0, 30.0], "attribute_accuracy": [90.0, 89.0, 70.0, 60.0],
     })
-    front = acc.pareto_front(table, "saved_latency", "attribute_accuracy")
+    front = pareto_front(table, "saved_latency", "attribute_accuracy")
     assert list(front["saved_latency"]) == [0.0, 20.0, 40.0]
-    best = acc.best_tradeoff(table)
+    best = best_tradeoff(table)
     assert list(best["saved_latency"]) == [20.0]
 
 
@@ -104,10 +106,10 @@ def test_block_and_markdown(tiny_pipe):
     assert t.loc["full CFG", "saved_latency"] == 0 and t.loc["full CFG", "l1"] == 0
     assert t.loc["text off after k=2 (uncond)", "limit"] == pytest.approx(25.0)
     assert set(block.times["method"]) == set(t.index)
-    md = acc.to_markdown(acc.paper_table(block.table))
+    md = to_markdown(paper_table(block.table))
     assert md.count("\n") == len(t) + 1 and "saved latency %" in md
-    assert not acc.at_paper_a(block.table).empty
-    fig = acc.plot_pareto(block.table)
+    assert not at_paper_a(block.table).empty
+    fig = plot_pareto(block.table)
     assert len(fig.axes) >= 1
 
 
@@ -124,7 +126,7 @@ def test_script_writes_its_results(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("kind", ["sd21", "sdxl", "pixart"])
 def test_peers_on_every_architecture(kind):
-    from helpers.random_pipelines import random_pipeline
+    from helpers.toy.random_pipelines import random_pipeline
 
     pipe = random_pipeline(kind)
     status = acc.peer_status(pipe)

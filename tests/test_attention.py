@@ -6,17 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.attention import (
-    AttentionRecordError,
-    CrossAttnProcessor,
-    class_mass,
-    class_mass_table,
-    installed_processors,
-    map_size,
-    record_attention,
-)
+from helpers.analysis.mass import class_mass, class_mass_table
+from helpers.hooks.attention import AttentionRecordError, CrossAttnProcessor, installed_processors, map_size, record_attention
 from helpers.generation import generate
-from helpers.tokens import pipeline_token_classes
+from helpers.text.tokens import pipeline_token_classes
 
 PROMPTS = ["a red circle", "a large blue star on the left"]
 
@@ -33,7 +26,7 @@ def _call(pipe, prompts, steps=3, guidance=7.5, **kwargs):
 
 @pytest.fixture(scope="module")
 def others():
-    from helpers.random_pipelines import random_pipeline
+    from helpers.toy.random_pipelines import random_pipeline
 
     return {kind: random_pipeline(kind) for kind in ("sd21", "sdxl", "pixart")}
 

@@ -1,4 +1,4 @@
-"""helpers.fft against an independent numpy implementation (centred spectrum, explicit loops)."""
+"""helpers.analysis.fft against an independent numpy implementation (centred spectrum, explicit loops)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import fft
+from helpers.analysis import fft
 
 
 def np_radius(h: int, w: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""helpers.frequency: band analysis of noising/denoising and the Proposition 1 check (mechanics)."""
+"""helpers.analysis.bands: band analysis of noising/denoising and the Proposition 1 check (mechanics)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import fft, frequency
+from helpers.analysis import bands as frequency
+from helpers.latents import decode_latents, encode_images, image_size
+from helpers.plots.bands import band_explorer, plot_band_views, plot_proposition1, plot_snr_curves, plot_spectra, plot_variation
+from helpers.toy.world import ground_truth_scenes
 
 
 def smooth_batch(n: int = 6, size: int = 16, seed: int = 0) -> torch.Tensor:
@@ -121,7 +124,7 @@ def test_trajectory_recorder_across_batches(tiny_pipe):
 
     torch.testing.assert_close(traj.latents[0], initial_latents(tiny_pipe, [3, 4, 5]))
     # the recorded end of the trajectory is the latent the pipeline decoded
-    np.testing.assert_allclose(frequency.decode_latents(tiny_pipe, traj.x0), traj.images, atol=1e-4)
+    np.testing.assert_allclose(decode_latents(tiny_pipe, traj.final), traj.images, atol=1e-4)
     table = frequency.trajectory_variation(traj, cutoff=0.25)
     assert len(table) == 4 * 3 * 2
     last = table[table.step == 3]
@@ -131,19 +134,20 @@ def test_trajectory_recorder_across_batches(tiny_pipe):
 
 
 def test_encode_decode_and_ground_truth(tiny_pipe):
-    from helpers import promptsets, toyworld
+    from helpers import promptsets
+    from helpers.toy import world as toyworld
 
     records = promptsets.load_prompt_set("toy", n=3)
-    scenes = frequency.ground_truth_scenes(records, seed=0)
+    scenes = ground_truth_scenes(records, seed=0)
     for record, scene in zip(records, scenes):
         for name, value in record.attributes.items():
             assert getattr(scene, name) == value
-    images = toyworld.render_batch(scenes, size=frequency.image_size(tiny_pipe))
-    z = frequency.encode_images(tiny_pipe, images)
+    images = toyworld.render_batch(scenes, size=image_size(tiny_pipe))
+    z = encode_images(tiny_pipe, images)
     assert z.shape == (3, 4, 16, 16)
-    assert frequency.decode_latents(tiny_pipe, z).shape == (3, 64, 64, 3)
+    assert decode_latents(tiny_pipe, z).shape == (3, 64, 64, 3)
     with pytest.raises(ValueError, match="images"):
-        frequency.encode_images(tiny_pipe, images[0])
+        encode_images(tiny_pipe, images[0])
 
 
 def test_max_power_bound_is_the_union_bound():
@@ -169,19 +173,19 @@ def test_proposition1_on_samples():
 
 @pytest.mark.parametrize("kind", ["sd21", "sdxl", "pixart"])
 def test_trajectory_on_other_architectures(kind):
-    random_pipelines = pytest.importorskip("helpers.random_pipelines")
+    random_pipelines = pytest.importorskip("helpers.toy.random_pipelines")
     pipe = random_pipelines.random_pipeline(kind)
     traj = frequency.denoising_trajectory(pipe, ["a cat"], num_inference_steps=2, guidance_scale=2.0)
     assert traj.latents.shape[:2] == (3, 1)
-    table = frequency.noising_bands(frequency.forward_scheduler(pipe), traj.x0, [0, 999])
+    table = frequency.noising_bands(frequency.forward_scheduler(pipe), traj.final, [0, 999])
     assert set(frequency.snr_crossings(table)) == {"low", "high"}
-    assert frequency.encode_images(pipe, traj.images).shape == traj.x0.shape
+    assert encode_images(pipe, traj.images).shape == traj.final.shape
 
 
 def test_band_explorer_redraws_only_on_change():
     pytest.importorskip("ipywidgets")
     calls = []
-    box = frequency.band_explorer(lambda t, c: calls.append((t, c)), t_max=999, t=300, cutoff=0.25)
+    box = band_explorer(lambda t, c: calls.append((t, c)), t_max=999, t=300, cutoff=0.25)
     assert calls == [(300, 0.25)]  # the static first view
     sliders = box.children[0].children
     sliders[0].value = 700
@@ -198,25 +202,25 @@ def test_figures_build(scheduler):
 
     x0 = smooth_batch(3)
     pix = torch.rand(2, 3, 32, 32) * 2 - 1
-    fig = frequency.plot_band_views(scheduler, [0, 500], 0.25, latent=(x0[:1], torch.randn(1, 4, 16, 16)),
+    fig = plot_band_views(scheduler, [0, 500], 0.25, latent=(x0[:1], torch.randn(1, 4, 16, 16)),
                                     pixel=(pix[:1], torch.randn(1, 3, 32, 32)))
     assert len(fig.axes) == 12
     table = frequency.noising_bands(scheduler, x0, [0, 500, 999])
     den = table.rename(columns={"t": "step"}).assign(to_final=1.0, step_change=0.5)
-    for f in (frequency.plot_snr_curves({"a": table}), frequency.plot_variation(table, den),
-              frequency.plot_spectra({"noise": torch.randn(10, 16, 16), "x0": x0}, cutoff=0.25),
-              frequency.plot_proposition1({"p": frequency.proposition1(torch.randn(50, 16, 16), x0)}), fig):
+    for f in (plot_snr_curves({"a": table}), plot_variation(table, den),
+              plot_spectra({"noise": torch.randn(10, 16, 16), "x0": x0}, cutoff=0.25),
+              plot_proposition1({"p": frequency.proposition1(torch.randn(50, 16, 16), x0)}), fig):
         plt.close(f)
 
 
 def test_half_precision_vae_is_upcast_and_restored():
-    from helpers.tiny_model import random_pipeline
+    from helpers.toy.random_pipelines import random_pipeline
 
-    pipe = random_pipeline(seed=1)
-    reference = frequency.encode_images(pipe, np.full((1, 64, 64, 3), 128, np.uint8))
+    pipe = random_pipeline("sd15", seed=1)
+    reference = encode_images(pipe, np.full((1, 64, 64, 3), 128, np.uint8))
     pipe.vae.to(torch.float16)
     pipe.vae.register_to_config(force_upcast=True)
-    z = frequency.encode_images(pipe, np.full((1, 64, 64, 3), 128, np.uint8))
+    z = encode_images(pipe, np.full((1, 64, 64, 3), 128, np.uint8))
     assert pipe.vae.dtype == torch.float16  # restored
     torch.testing.assert_close(z, reference, atol=1e-2, rtol=1e-2)
-    assert frequency.decode_latents(pipe, z).dtype == np.float32
+    assert decode_latents(pipe, z).dtype == np.float32

@@ -9,7 +9,7 @@ import torch
 from helpers import guidance as g
 from helpers.generation import generate
 from helpers.loading import denoiser
-from helpers.random_pipelines import KINDS, random_pipeline
+from helpers.toy.random_pipelines import KINDS, random_pipeline
 
 PROMPTS = ["a red circle on the left", "a blue striped star", "a large green heart"]
 N = 5
@@ -60,13 +60,15 @@ def test_switch_to_the_same_prompts_is_stock(tiny_pipe, reference):
         assert np.array_equal(run.images, reference), k
 
 
-def test_switch_accepts_a_conditioning_and_a_bare_tensor(tiny_pipe, reference):
-    same = g.encode(tiny_pipe, PROMPTS)
+def test_switch_accepts_encoded_prompts_and_a_bare_tensor(tiny_pipe, reference):
+    from helpers.text.conditioning import encode, pipeline_inputs
+
+    same = [encode(tiny_pipe, p) for p in PROMPTS]
     assert np.array_equal(g.sample(tiny_pipe, PROMPTS, g.Switch(2, same), num_inference_steps=N).images, reference)
-    tensor = same.prompt_embeds.clone()
+    tensor = pipeline_inputs(tiny_pipe, same)["prompt_embeds"].clone()
     assert np.array_equal(g.sample(tiny_pipe, PROMPTS, g.Switch(2, tensor), num_inference_steps=N).images, reference)
-    other = g.encode(tiny_pipe, ["a yellow square"] * 3)
-    run = g.sample(tiny_pipe, PROMPTS, g.Switch(2, other.prompt_embeds), num_inference_steps=N)
+    other = pipeline_inputs(tiny_pipe, [encode(tiny_pipe, "a yellow square")] * 3)["prompt_embeds"]
+    run = g.sample(tiny_pipe, PROMPTS, g.Switch(2, other), num_inference_steps=N)
     assert not np.array_equal(run.images, reference)
 
 
@@ -79,12 +81,15 @@ def test_switch_at_zero_is_the_second_prompt_and_order_matters(tiny_pipe):
     assert not np.array_equal(ab, ba)
 
 
-def test_conditioning_from_pipeline_kwargs(tiny_pipe, reference):
-    cond = g.encode(tiny_pipe, PROMPTS)
-    again = g.Conditioning.from_kwargs(cond.call_kwargs("both"))
-    assert np.array_equal(g.sample(tiny_pipe, again, None, num_inference_steps=N).images, reference)
-    with pytest.raises(g.GuidanceScheduleError):
-        g.Conditioning.from_kwargs({"prompt_embeds": cond.prompt_embeds})
+def test_sample_takes_encoded_prompts(tiny_pipe, reference):
+    """A list of EncodedPrompt (the one conditioning type) gives the stock images; bad prompts get one sentence."""
+    from helpers.text.conditioning import encode
+
+    encoded = [encode(tiny_pipe, p) for p in PROMPTS]
+    np.testing.assert_allclose(g.sample(tiny_pipe, encoded, None, num_inference_steps=N).images, reference, atol=1e-5)
+    for bad in ([], [1, 2], None):
+        with pytest.raises(g.GuidanceScheduleError, match="prompts must be"):
+            g.sample(tiny_pipe, bad, None, num_inference_steps=N)
 
 
 # ---------------------------------------------------------------- one pass per step after k
@@ -205,9 +210,9 @@ def test_other_bad_inputs(tiny_pipe):
         g.sample(tiny_pipe, PROMPTS, g.Switch(2, ["a red circle"]), num_inference_steps=N)
     with pytest.raises(g.GuidanceScheduleError, match="shape"):
         g.sample(tiny_pipe, PROMPTS, g.Switch(2, torch.zeros(3, 5, 7)), num_inference_steps=N)
-    with pytest.raises(g.GuidanceScheduleError, match="Switch.second"):
+    with pytest.raises(g.GuidanceScheduleError, match="prompts must be"):
         g.sample(tiny_pipe, PROMPTS, g.Switch(2, 42), num_inference_steps=N)
-    with pytest.raises(g.GuidanceScheduleError, match="no prompts"):
+    with pytest.raises(g.GuidanceScheduleError, match="empty list"):
         g.sample(tiny_pipe, [], None, num_inference_steps=N)
     with pytest.raises(g.GuidanceScheduleError, match="num_inference_steps"):
         g.sample(tiny_pipe, PROMPTS, None, num_inference_steps=0)

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import kv_substitution as kv
-from helpers import surgery
-from helpers.attention import record_attention
+from helpers.hooks import kv
+from helpers.text import surgery
+from helpers.hooks.attention import record_attention
 from helpers.loading import denoiser
-from helpers.random_pipelines import KINDS
+from helpers.toy.random_pipelines import KINDS
 
 PROMPT_A = "a photo of a large red striped circle on the left"
 PROMPT_B = "a blue plain star"

@@ -3,7 +3,8 @@ import json
 import pytest
 import torch
 
-from helpers import loading, tiny_model
+from helpers import loading
+from helpers.toy import model as tiny_model
 from helpers.loading import LoadingError, load_pipeline
 
 

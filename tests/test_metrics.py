@@ -1,8 +1,8 @@
-"""Attribute-level alignment metrics (helpers.metrics)."""
+"""Attribute-level alignment metrics (helpers.analysis.metrics)."""
 
 import numpy as np
 
-from helpers.metrics import attribute_alignment, attribute_hits
+from helpers.analysis.metrics import attribute_alignment, attribute_hits
 
 
 def test_attribute_hits_per_image_and_name():

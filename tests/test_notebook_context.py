@@ -2,8 +2,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from helpers import notebook  # noqa: E402
-from helpers.promptsets import load_prompt_set  # noqa: E402
+from helpers import notebook
+from helpers.promptsets import load_prompt_set
 
 
 def test_start_without_model(tmp_path, monkeypatch):

@@ -1,10 +1,10 @@
-"""Side-by-side quality reports (scripts/compare_quality.py, helpers.quality.compare_markdown)."""
+"""Side-by-side quality reports (scripts/compare_quality.py, helpers.toy.quality.compare_markdown)."""
 
 import json
 
 import pytest
 
-from helpers.quality import BAR, compare_markdown, standard_error
+from helpers.toy.quality import BAR, compare_markdown, standard_error
 
 
 def _report(shape: float, n: int = 200) -> dict:

@@ -8,9 +8,9 @@ import torch
 
 from helpers.generation import generate
 from helpers.loading import denoiser, family
-from helpers.random_pipelines import KINDS, UnknownKindError, clip_tokenizer, random_pipeline
-from helpers import tiny_model
-from helpers.toyworld import vocabulary
+from helpers.toy.random_pipelines import KINDS, UnknownKindError, clip_tokenizer, random_pipeline
+from helpers.toy import model as tiny_model
+from helpers.toy.world import vocabulary
 
 EXPECTED = {
     "sd15": ("StableDiffusionPipeline", "sd", "UNet2DConditionModel", 64),

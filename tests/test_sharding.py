@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.sharding import FORMATS, ShardingError, WorkItem, run_sharded, save_results, work_items
+from helpers.bench.sharding import FORMATS, ShardingError, WorkItem, run_sharded, save_results, work_items
 
 ROOT = Path(__file__).resolve().parent.parent
 

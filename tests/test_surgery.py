@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import alignment, surgery
+from helpers.analysis import alignment
+from helpers.text import surgery
 from helpers.generation import initial_latents
-from helpers.random_pipelines import KINDS
+from helpers.toy.random_pipelines import KINDS
+from helpers.text.conditioning import negative_for
 
 LONG_A = "there is a large red striped circle on the left on a black background"  # 14 semantic tokens
 SHORT_B = "a blue star"  # 3 semantic tokens
@@ -138,7 +140,7 @@ def test_single_class_prompts(tiny_pipe):
     sos, eos = surgery.sos_only(a), surgery.eos_only(a)
     assert sos.length == 1 and eos.length == 77 - 4
     torch.testing.assert_close(eos.embeds, a.embeds[list(a.eos_class)], rtol=0, atol=0)
-    neg = surgery.negative_for(tiny_pipe, eos)
+    neg = negative_for(tiny_pipe, eos)
     assert neg.length == eos.length and neg.only == "eos"
     assert surgery.pipeline_inputs(tiny_pipe, [sos])["negative_prompt_embeds"].shape == (1, 1, a.dim)
     assert surgery.eos_only(a, length=5).length == 5

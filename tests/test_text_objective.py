@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import load_script
-from helpers import tiny_model as tm
-from helpers import toyworld
+from helpers.toy import model as tm
+from helpers.toy import world as toyworld
 
 
 @pytest.fixture(scope="module")

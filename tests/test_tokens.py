@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.random_pipelines import OPENCLIP_PAD, clip_tokenizer, random_pipeline, t5_tokenizer
-from helpers.tiny_model import EOS
-from helpers.tokens import CLASS_NAMES, PromptTooLongError, pipeline_token_classes, token_classes
+from helpers.toy.random_pipelines import OPENCLIP_PAD, clip_tokenizer, random_pipeline, t5_tokenizer
+from helpers.toy.model import EOS
+from helpers.text.tokens import CLASS_NAMES, PromptTooLongError, pipeline_token_classes, token_classes
 
 PROMPT = "a red circle and a blue star"
 N_WORDS = len(PROMPT.split())

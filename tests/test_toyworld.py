@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from helpers import toyworld as tw
+from helpers.toy import world as tw
 
 
 def test_render_is_deterministic_and_shaped():

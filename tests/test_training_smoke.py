@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 
-from helpers.evaluator import AttributeEvaluator
-from helpers.metrics import Scorer
+from helpers.toy.evaluator import AttributeEvaluator
+from helpers.analysis.metrics import Scorer
 
 
 def test_training_writes_a_complete_model(smoke_model):

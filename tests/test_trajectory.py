@@ -6,22 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import toyworld
-from helpers.attention import binarize, f1_score, otsu_threshold, record_attention
+from helpers.toy import world as toyworld
+from helpers.analysis.masks import MaskError, binarize, f1_score, otsu_threshold
+from helpers.hooks.attention import record_attention
 from helpers.generation import generate
 from helpers.promptsets import PromptRecord
-from helpers.trajectory import (
-    TrajectoryError,
-    first_step_above,
-    settled_step,
-    foreground_mask,
-    iou_curve,
-    mask_iou,
-    predicted_x0,
-    record_trajectory,
-    relative_f1_table,
-    trajectory,
-)
+from helpers.analysis.masks import first_step_above, settled_step, foreground_mask, iou_curve, mask_iou, relative_f1_table
+from helpers.hooks.trajectory import TrajectoryError, predicted_x0, record_trajectory, trajectory
 
 PROMPTS = ["a red circle", "a blue star", "a green heart"]
 
@@ -83,7 +74,7 @@ def test_hook_removed_after_exception(tiny_pipe):
 
 
 def test_pixart_needs_the_guidance_scale():
-    from helpers.random_pipelines import random_pipeline
+    from helpers.toy.random_pipelines import random_pipeline
 
     pipe = random_pipeline("pixart")
     kwargs = {"height": 64, "width": 64, "use_resolution_binning": False, "clean_caption": False,
@@ -106,7 +97,7 @@ def test_foreground_mask_finds_the_rendered_object():
         ious.append(mask_iou(foreground_mask(image), coverage > 0.5))
     assert min(ious) > 0.8 and np.mean(ious) > 0.9  # only anti-aliased edge pixels may disagree
     assert iou_curve(np.stack([image, image]), image).tolist() == [1.0, 1.0]
-    with pytest.raises(TrajectoryError):
+    with pytest.raises(MaskError):
         foreground_mask(np.zeros((8, 8)))
 
 

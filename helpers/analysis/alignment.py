@@ -34,12 +34,14 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..loading import RANDOM_TINY_ID, uses_toy_world
+from .. import resources
+from ..promptsets import PromptRecord
 from .metrics import Scorer
-from .promptsets import PROMPT_DIR, PromptRecord
 
 #: Attributes the evaluator reads and the toy prompts name.
 ATTRIBUTES: tuple[str, ...] = ("shape", "color", "pattern", "size", "position")
-S_PROMPT_SET = PROMPT_DIR / "s_prompt_set.json"
+S_PROMPT_SET = "s_prompt_set.json"  # in the prompt folder (helpers.resources.prompt_dir)
 #: CLIP used for CLIPScore on real models (needs network or the Hugging Face cache).
 REAL_CLIP = "openai/clip-vit-large-patch14"
 
@@ -62,7 +64,7 @@ def load_s_prompt_set(n: int | None = None, path: str | Path | None = None,
         path: another pair file in the same format.
         include_held_out: keep pairs where A or B names a shape x colour pair held out of training.
     """
-    path = Path(path) if path is not None else S_PROMPT_SET
+    path = Path(path) if path is not None else resources.prompt_dir() / S_PROMPT_SET
     if not path.exists():
         raise FileNotFoundError(f"no S-PromptSet at {path}; create it with `python scripts/make_s_prompt_set.py`")
     raw = json.loads(path.read_text())
@@ -99,7 +101,7 @@ def score_source_target(
     """Per image, alignment with its source A and its target B.
 
     Args:
-        scorer: a :class:`helpers.metrics.Scorer` (see :func:`scorer_for`).
+        scorer: a :class:`helpers.analysis.metrics.Scorer` (see :func:`scorer_for`).
         images: ``(n, H, W, 3)`` images (arrays in [0, 1], uint8, PIL list or tensor).
         source_records, target_records: one record per image (records with ``attributes``
             for the evaluator; bare prompt strings are enough for CLIPScore).
@@ -299,11 +301,6 @@ def format_mean_se(summary: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     }, index=summary.index)
 
 
-def uses_toy_world(model_id: str | None) -> bool:
-    """Whether the model draws the toy world, so the attribute evaluator applies."""
-    return model_id in (None, "", "random-tiny")
-
-
 def scorer_for(model_id: str | None) -> Scorer:
     """The metric bundle for a model.
 
@@ -315,7 +312,7 @@ def scorer_for(model_id: str | None) -> Scorer:
     if not uses_toy_world(model_id):
         return Scorer(clip_path=REAL_CLIP)
     scorer = Scorer()
-    if model_id == "random-tiny" and not (Path(scorer.clip_path).exists() and scorer.evaluator_path.exists()):
+    if model_id == RANDOM_TINY_ID and not (Path(scorer.clip_path).exists() and scorer.evaluator_path.exists()):
         folder = _random_metric_models()
         return Scorer(clip_path=folder / "clip", evaluator_path=folder / "evaluator")
     return scorer
@@ -327,8 +324,9 @@ def _random_metric_models() -> Path:
     import torch
     from transformers import CLIPImageProcessor, CLIPProcessor
 
-    from . import tiny_model, toyworld
-    from .evaluator import AttributeEvaluator
+    from ..toy import model as tiny_model
+    from ..toy import world as toyworld
+    from ..toy.evaluator import AttributeEvaluator
 
     folder = Path(tempfile.mkdtemp(prefix="random-metrics-"))
     atexit.register(shutil.rmtree, folder, True)

@@ -1,14 +1,16 @@
-"""Band analysis of the diffusion process (paper Fig 2 and Proposition 1), built on :mod:`helpers.fft`.
+"""Band analysis of the diffusion process (paper Fig 2 and Proposition 1), built on :mod:`helpers.analysis.fft`.
 
 * :func:`noising_bands`: noise clean samples x0 with the pipeline's own scheduler
   (``scheduler.add_noise``) at many timesteps and measure, per frequency band, the
   signal ``||sqrt(abar_t) x0_band||``, the noise ``||sqrt(1 - abar_t) eps_band||`` (Fig 2b)
   and the variation ratio ``||x_t_band - x0_band|| / ||x0_band||`` (Fig 2c, noising).
 * :func:`denoising_trajectory` + :func:`trajectory_variation`: the same ratios along the
-  real sampling trajectory, recorded with ``callback_on_step_end`` (Fig 2c, denoising).
+  real sampling trajectory (:func:`helpers.hooks.trajectory.trajectory`; Fig 2c, denoising).
 * :func:`proposition1`: the numerical check that Gaussian noise spreads its energy evenly
   over all frequencies while images concentrate theirs at low frequencies.
-* :func:`encode_images` / :func:`decode_latents`: the pipeline's VAE, for ground-truth renders.
+
+The VAE (ground-truth renders into latents and back) is :mod:`helpers.latents`; the figures
+are :mod:`helpers.plots.bands`.
 
 >>> sched = forward_scheduler(pipe)
 >>> table = noising_bands(sched, x0, cutoff=0.25)
@@ -17,7 +19,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from typing import Sequence
@@ -26,15 +27,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..hooks.trajectory import Trajectory
 from . import fft
+
 
 #: Schedulers whose ``add_noise(x0, eps, t)`` is ``sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` for any
 #: training timestep ``t`` (multistep solvers such as DPM-Solver index their own sampling grid).
 VP_SCHEDULERS = ("DDIMScheduler", "DDPMScheduler", "PNDMScheduler", "DDIMParallelScheduler", "DDPMParallelScheduler")
+
+
 BANDS = ("low", "high")
 
 
-# --------------------------------------------------------------------------- forward process
 def forward_scheduler(pipe_or_scheduler):
     """The scheduler used to noise x0: the pipeline's own when it can noise to any timestep.
 
@@ -94,7 +98,7 @@ def noising_bands(
         scheduler: see :func:`forward_scheduler`.
         x0: clean samples ``(B, C, H, W)`` (latents, or images in [-1, 1]).
         timesteps: training timesteps (default :func:`default_timesteps`).
-        cutoff, mask: the band split (:func:`helpers.fft.split_bands`).
+        cutoff, mask: the band split (:func:`helpers.analysis.fft.split_bands`).
         noise: ``eps`` shaped like ``x0`` (default: seeded standard normal).
 
     Returns:
@@ -191,26 +195,6 @@ def band_snapshot(
             "snr": {band: float((snr.loc[band, "signal"] / snr.loc[band, "noise"]) ** 2) for band in BANDS}}
 
 
-# --------------------------------------------------------------------------- denoising trajectory
-@dataclasses.dataclass
-class Trajectory:
-    """A recorded sampling run: ``latents[k]`` is x after ``k`` steps (``latents[0]`` = x_T)."""
-
-    latents: torch.Tensor  # (steps + 1, B, C, H, W)
-    timesteps: list[int]  # the sampler's timesteps, one per step
-    images: np.ndarray  # (B, H, W, 3) in [0, 1]
-
-    @property
-    def x0(self) -> torch.Tensor:
-        """The generated clean latents (the end of the trajectory)."""
-        return self.latents[-1]
-
-    @property
-    def levels(self) -> list[int]:
-        """Timestep at which each recorded latent lives: the sampler's grid, then 0 for the final x0."""
-        return list(self.timesteps) + [0]
-
-
 def denoising_trajectory(
     pipe,
     prompts: str | Sequence[str],
@@ -222,17 +206,16 @@ def denoising_trajectory(
 ) -> Trajectory:
     """Generate with the stock pipeline call and record x_t at every step (no copied loop).
 
-    The recording is :func:`helpers.trajectory.trajectory`'s (x_t entering each step, then the
-    final latent); the initial noise is that of :func:`helpers.generation.generate`
-    (seeds ``seed + i`` for prompt ``i``).
+    The recording is :func:`helpers.hooks.trajectory.trajectory`'s (x_t entering each step, then
+    the final latent: ``traj.latents``, ``traj.final``, ``traj.levels``); the initial noise is that
+    of :func:`helpers.generation.generate` (seeds ``seed + i`` for prompt ``i``).
     """
-    from .trajectory import trajectory
+    from ..hooks.trajectory import trajectory
 
     images, recorded = trajectory(pipe, prompts, seed=seed, num_inference_steps=num_inference_steps,
                                   guidance_scale=guidance_scale, batch_size=batch_size, progress=progress)
-    if recorded.xt.shape[0] != recorded.num_steps + 1:
-        raise ValueError("the final latent was not recorded (the pipeline ran no step-end callback)")
-    return Trajectory(latents=recorded.xt, timesteps=[int(t) for t in recorded.timesteps], images=images)
+    _ = recorded.final  # raises when the final latent was not recorded
+    return dataclasses.replace(recorded, timesteps=[int(t) for t in recorded.timesteps], images=images)
 
 
 def trajectory_variation(traj: Trajectory, cutoff: float = 0.25, mask: str = "ideal") -> pd.DataFrame:
@@ -272,78 +255,6 @@ def step_where_settled(table: pd.DataFrame, threshold: float = 0.5) -> dict[str,
     return {band: out[band] for band in BANDS if band in out}
 
 
-# --------------------------------------------------------------------------- VAE
-def image_size(pipe) -> int:
-    """Side of the images the pipeline generates by default (pixels)."""
-    from .loading import denoiser
-
-    return int(pipe.vae_scale_factor * denoiser(pipe).config.sample_size)
-
-
-@contextlib.contextmanager
-def _vae_in_safe_precision(vae):
-    """Run a float16 VAE whose config asks for it (``force_upcast``, e.g. SDXL's) in float32, then restore it."""
-    original = vae.dtype
-    upcast = original == torch.float16 and getattr(vae.config, "force_upcast", False)
-    if upcast:
-        vae.to(torch.float32)
-    try:
-        yield vae.dtype
-    finally:
-        if upcast:
-            vae.to(original)
-
-
-@torch.no_grad()
-def encode_images(pipe, images: np.ndarray, batch_size: int = 16) -> torch.Tensor:
-    """Latents ``(n, C, h, w)`` of images ``(n, H, W, 3)`` (uint8 or floats in [0, 1]) in the diffusion space.
-
-    Uses the posterior mean of ``pipe.vae`` times ``vae.config.scaling_factor`` (after
-    subtracting ``shift_factor`` where the VAE has one), i.e. what the denoiser sees.
-    """
-    images = np.asarray(images)
-    if images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must be shaped (n, H, W, 3), got {images.shape}")
-    x = torch.from_numpy(images.astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0))
-    x = x.permute(0, 3, 1, 2) * 2 - 1
-    vae, config = pipe.vae, pipe.vae.config
-    shift = getattr(config, "shift_factor", None) or 0.0
-    out = []
-    with _vae_in_safe_precision(vae) as dtype:
-        for start in range(0, len(x), batch_size):
-            z = vae.encode(x[start:start + batch_size].to(vae.device, dtype)).latent_dist.mean.float()
-            out.append(((z - shift) * config.scaling_factor).cpu())
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def decode_latents(pipe, latents: torch.Tensor, batch_size: int = 16) -> np.ndarray:
-    """Images ``(n, H, W, 3)`` in [0, 1] from diffusion-space latents (the inverse of :func:`encode_images`)."""
-    _check_batch(latents, "latents")
-    vae, config = pipe.vae, pipe.vae.config
-    shift = getattr(config, "shift_factor", None) or 0.0
-    out = []
-    with _vae_in_safe_precision(vae) as dtype:
-        for start in range(0, len(latents), batch_size):
-            z = latents[start:start + batch_size].to(vae.device, dtype) / config.scaling_factor + shift
-            img = vae.decode(z).sample.float().cpu()
-            out.append(((img.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy())
-    return np.concatenate(out)
-
-
-def ground_truth_scenes(records, seed: int = 0) -> list:
-    """One toy-world scene per prompt record with the attributes the prompt names pinned."""
-    from . import toyworld
-
-    rng = np.random.default_rng(seed)
-    scenes = []
-    for record in records:
-        named = {k: v for k, v in getattr(record, "attributes", {}).items() if k in toyworld.ATTRIBUTES}
-        scenes.append(toyworld.sample_scene(rng, held_out="any", **named))
-    return scenes
-
-
-# --------------------------------------------------------------------------- Proposition 1
 def max_power_bound(height: int, width: int, delta: float) -> float:
     """Level s with P(max over bins of |F(u,v)|^2 > s) <= delta for an H x W plane of iid N(0, 1).
 
@@ -434,176 +345,3 @@ def proposition1(
         noise_share=noise_share, image_share=image_share, noise_share_interval=(float(lo), float(hi)),
         images_above_noise=float((image_share > hi).mean()),
     )
-
-
-# --------------------------------------------------------------------------- figures
-def _show(x: torch.Tensor) -> np.ndarray:
-    """(C, H, W) in [-1, 1] -> (H, W, 3) or (H, W) in [0, 1] for display (0 is mid-grey)."""
-    img = ((x.float() + 1) / 2).clamp(0, 1)
-    return img.permute(1, 2, 0).numpy() if img.shape[0] == 3 else img.mean(0).numpy()
-
-
-def plot_band_views(
-    scheduler,
-    timesteps: Sequence[int],
-    cutoff: float = 0.25,
-    mask: str = "ideal",
-    latent: tuple[torch.Tensor, torch.Tensor] | None = None,
-    pixel: tuple[torch.Tensor, torch.Tensor] | None = None,
-    pipe=None,
-    size: float = 1.6,
-):
-    """Fig 2a: x_t and its low/high parts over t, one column per timestep.
-
-    Column titles give the first sample's SNR of the low / high band (latent when given).
-    Latent rows are decoded with ``pipe`` (channel means without it); pixel rows map [-1, 1]
-    to [0, 1], so a zero high part is mid-grey.
-
-    Args:
-        latent: ``(x0, eps)`` of one latent ``(1, C, h, w)``; its rows are decoded with ``pipe``.
-        pixel: ``(x0, eps)`` of one image ``(1, 3, H, W)`` in [-1, 1], noised in pixel space.
-    """
-    from .plotting import image_grid
-
-    rows: list[tuple[str, list[np.ndarray]]] = []
-    titles: list[str] = []
-    for kind, pair in (("latent", latent), ("pixel", pixel)):
-        if pair is None:
-            continue
-        snaps = [band_snapshot(scheduler, pair[0], pair[1], int(t), cutoff, mask) for t in timesteps]
-        if not titles:
-            titles = [f"t={int(t)} | SNR {s['snr']['low']:.2g} / {s['snr']['high']:.2g}" for t, s in zip(timesteps, snaps)]
-        for part in ("x_t", "low", "high"):
-            stack = torch.cat([s[part] for s in snaps])
-            if kind == "latent":
-                images = list(decode_latents(pipe, stack)) if pipe is not None else [_show(z) for z in stack]
-            else:
-                images = [_show(z) for z in stack]
-            rows.append((f"{kind} {part}", images))
-    images = [img for _, imgs in rows for img in imgs]
-    all_titles = titles + [""] * (len(images) - len(titles))
-    return image_grid(images, titles=all_titles, ncols=len(timesteps), size=size, row_labels=[r for r, _ in rows])
-
-
-def plot_snr_curves(tables: dict[str, pd.DataFrame], title: str = ""):
-    """Fig 2b: signal vs noise norm per band over t, one panel per source of x0."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables), 3.4), squeeze=False)
-    colors = {"low": "tab:blue", "high": "tab:orange"}
-    for ax, (name, table) in zip(axes[0], tables.items()):
-        mean = table.groupby(["band", "t"])[["signal", "noise"]].mean().reset_index()
-        cross = snr_crossings(table)
-        for band in BANDS:
-            g = mean[mean.band == band]
-            ax.plot(g.t, g.signal, color=colors[band], label=f"sqrt(abar) x0_{band}")
-            ax.plot(g.t, g.noise, color=colors[band], ls="--", label=f"sqrt(1-abar) eps_{band}")
-            if not math.isnan(cross[band]):
-                ax.axvline(cross[band], color=colors[band], lw=0.8, alpha=0.6)
-        ax.set_yscale("log")
-        ax.set_xlabel("t")
-        ax.set_title(f"{name}\nSNR=1 at t: low {cross['low']:.0f}, high {cross['high']:.0f}", fontsize=9)
-    axes[0, 0].set_ylabel("norm (mean over samples)")
-    axes[0, -1].legend(fontsize=7, loc="lower left")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_variation(noising: pd.DataFrame, denoising: pd.DataFrame):
-    """Fig 2c: variation ratios while noising (over t) and along the denoising trajectory."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    palette = {"low": "tab:blue", "high": "tab:orange"}
-    style = {"hue": "band", "hue_order": BANDS, "palette": palette, "errorbar": ("pi", 90)}
-    sns.lineplot(noising, x="t", y="variation", ax=axes[0], **style)
-    axes[0].set_title("noising: ||x_t^b - x0^b|| / ||x0^b||", fontsize=9)
-    den = denoising.assign(progress=denoising.step / denoising.step.max())
-    sns.lineplot(den, x="progress", y="to_final", ax=axes[1], marker="o", **style)
-    axes[1].set_title("denoising: ||x_t^b - x0^b|| / ||x0^b|| (x0 = generated)", fontsize=9)
-    sns.lineplot(den.dropna(subset=["step_change"]), x="progress", y="step_change", ax=axes[2], marker="o", **style)
-    axes[2].set_title("denoising: per-step change ||dx^b|| / ||x^b||", fontsize=9)
-    for ax in axes[1:]:
-        ax.set_xlabel("fraction of sampling steps done")
-    axes[2].set_yscale("log")
-    fig.tight_layout()
-    return fig
-
-
-def plot_spectra(groups: dict[str, torch.Tensor], cutoff: float | None = None):
-    """Radially averaged power spectra, each sample normalised by its mean power (white noise = 1)."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for name, x in groups.items():
-        radii, spectrum = fft.radial_power_spectrum(x.double())
-        norm = fft.power_spectrum(x.double()).mean(dim=(-2, -1), keepdim=True)[..., 0]
-        spec = (spectrum / norm.clamp_min(1e-30)).reshape(-1, len(radii))
-        med = spec.median(dim=0).values
-        lo, hi = spec.quantile(0.05, dim=0), spec.quantile(0.95, dim=0)
-        line = ax.plot(radii, med, label=f"{name} ({x.shape[-2]}x{x.shape[-1]})")[0]
-        ax.fill_between(radii, lo, hi, color=line.get_color(), alpha=0.15)
-    if cutoff is not None:
-        ax.axvline(cutoff, color="k", lw=0.8, ls=":", label=f"cutoff {cutoff}")
-    ax.set_yscale("log")
-    ax.set_xlabel("radius (fraction of Nyquist)")
-    ax.set_ylabel("power / mean power")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def plot_proposition1(results: dict[str, Proposition1Result]):
-    """Low-band energy shares of noise vs clean samples, and the per-plane max |F|^2 against s_delta."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.2), squeeze=False)
-    for ax, (name, res) in zip(axes[0], results.items()):
-        bins = np.linspace(0, 1, 61)
-        ax.hist(res.noise_share, bins=bins, density=True, alpha=0.6, label=f"noise ({res.n_noise_planes} planes)")
-        ax.hist(res.image_share, bins=bins, density=True, alpha=0.6, label=f"clean ({len(res.image_share)})")
-        ax.axvline(res.band_fraction, color="k", ls=":", lw=0.8, label="share of bins in band")
-        ax.set_title(f"{name}: energy share below {res.cutoff} Nyquist\nP(max|F|^2 <= {res.bound:.1f}) = "
-                     f"{res.coverage:.3f} (claim >= {1 - res.delta:.2f})", fontsize=8)
-        ax.set_yscale("log")
-        ax.set_xlabel("low-band energy share")
-    axes[0, 0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def band_explorer(draw, t_max: int = 999, t: int = 500, cutoff: float = 0.25):
-    """Sliders over t and cutoff that redraw ``draw(t, cutoff)`` into an output area on change.
-
-    The first view is drawn as a normal cell output and the sliders only act on user changes:
-    nothing is routed through a widget while a notebook is executed headless (``interact``
-    sends every figure through an ``Output`` widget, which can stall nbclient/nbmake).
-    Returns the widget box, or ``None`` when ipywidgets is not installed (static view only).
-    """
-    from IPython.display import display
-
-    try:
-        import ipywidgets as widgets
-    except ImportError:
-        draw(t, cutoff)
-        return None
-    t_slider = widgets.IntSlider(value=t, min=0, max=t_max, step=10, description="t", continuous_update=False)
-    c_slider = widgets.FloatSlider(value=cutoff, min=0.05, max=1.0, step=0.05, description="cutoff",
-                                   continuous_update=False)
-    out = widgets.Output()
-
-    def update(_change=None) -> None:
-        with out:
-            out.clear_output(wait=True)
-            draw(t_slider.value, c_slider.value)
-
-    for slider in (t_slider, c_slider):
-        slider.observe(update, names="value")
-    box = widgets.VBox([widgets.HBox([t_slider, c_slider]), out])
-    box.update = update  # for tests and scripted use
-    display(box)
-    draw(t, cutoff)
-    return box

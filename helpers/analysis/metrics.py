@@ -15,8 +15,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from . import tiny_model
-from .evaluator import AttributeEvaluator, accuracy, to_tensor
+from ..toy import model as tiny_model
+from ..toy.evaluator import AttributeEvaluator, accuracy, to_tensor
 
 ImageBatch = torch.Tensor | np.ndarray | Sequence
 

@@ -21,6 +21,8 @@ decoding) on a fixed batch, with a warm-up and several repeats; methods run inte
 in a shuffled order in every round and each is divided by the baseline of the same round
 (median over rounds). The *limit* is ``1 - evaluations / 2N`` (``a / 2N`` for a text
 window): the saving if the denoiser were the only cost and scaled linearly with batch.
+
+Summaries of a finished run are :mod:`helpers.bench.summaries`, its figures :mod:`helpers.plots.bench`.
 """
 
 from __future__ import annotations
@@ -36,12 +38,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import guidance, metrics
-from .generation import initial_latents
-from .loading import count_evaluations, denoiser, family, set_scheduler  # noqa: F401 (count_evaluations: re-exported)
+from .. import guidance
+from ..analysis import metrics
+from ..generation import for_each_batch
+from ..hooks.steps import count_evaluations
+from ..loading import denoiser, family, scheduler_set
 
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "results" / "acceleration"
+
+
 KINDS = ("baseline", "uncond", "cond", "adaptive", "tgate", "deepcache")
+
+
 #: Fraction of N without text that defines "the paper's a" in our summaries (unsure: the
 #: paper's table does not pin it down; a = N/2 gives a UNet-time limit of exactly 25%).
 PAPER_A_FRACTION = 0.5
@@ -89,9 +96,6 @@ PROFILES: dict[str, BenchConfig] = {
                         uncond_fractions=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8), cond_fractions=(0.2, 0.3, 0.5),
                         adaptive_fractions=(0.2, 0.3, 0.4, 0.5), n_calibration=16),
 }
-
-
-# ---------------------------------------------------------------- peers
 
 
 def peer_status(pipe) -> dict[str, str | None]:
@@ -159,9 +163,6 @@ def _deepcache(pipe, interval: int) -> Iterator[Callable]:
             helper.disable()
 
 
-# ---------------------------------------------------------------- methods
-
-
 def methods_for(steps: int, config: BenchConfig, thresholds: dict[int, float], peers: dict[str, str | None]
                 ) -> list[Method]:
     """The methods of one (sampler, N) block; ``thresholds`` maps a target k to its calibrated threshold."""
@@ -199,18 +200,20 @@ def run_method(pipe, method: Method, prompts: Sequence[str], steps: int, guidanc
         run = guidance.sample(pipe, prompts, schedule, num_inference_steps=steps, guidance_scale=guidance_scale,
                               seed=seed, batch_size=n, record=record, **pipe_kwargs)
         return run.images, run.text_steps
-    latents = initial_latents(pipe, [seed + i for i in range(n)])
-    call = dict(num_inference_steps=steps, guidance_scale=guidance_scale, latents=latents, output_type="np",
-                **pipe_kwargs)
-    if method.kind == "tgate":
-        with _tgate(pipe) as tgate_call:
-            images = tgate_call(prompt=prompts, gate_step=method.text_steps, **call).images
-        return images, np.full(n, method.text_steps)
-    if method.kind == "deepcache":
-        with _deepcache(pipe, method.cache_interval) as cached_call:
-            images = cached_call(prompts, **call).images
-        return images, np.full(n, steps)
-    raise ValueError(f"unknown method kind {method.kind!r}; choose from {KINDS}")
+    if method.kind not in KINDS:
+        raise ValueError(f"unknown method kind {method.kind!r}; choose from {KINDS}")
+    peer = _tgate(pipe) if method.kind == "tgate" else _deepcache(pipe, method.cache_interval)
+
+    def call(idx: list[int], latents: torch.Tensor) -> np.ndarray:
+        kwargs = dict(num_inference_steps=steps, guidance_scale=guidance_scale, latents=latents, output_type="np",
+                      **pipe_kwargs)
+        if method.kind == "tgate":
+            return peer_call(prompt=prompts, gate_step=method.text_steps, **kwargs).images
+        return peer_call(prompts, **kwargs).images
+
+    with peer as peer_call:
+        (images,) = for_each_batch(pipe, n, call, batch_size=max(n, 1), seed=seed)
+    return images, np.full(n, method.text_steps if method.kind == "tgate" else steps)
 
 
 def calibrate_thresholds(pipe, prompts: Sequence[str], steps: int, targets: Sequence[int], guidance_scale: float,
@@ -233,9 +236,6 @@ def calibrate_thresholds(pipe, prompts: Sequence[str], steps: int, targets: Sequ
             best = np.flatnonzero(np.abs(medians - k) == np.abs(medians - k).min())
             out[int(k)] = float(candidates[best[len(best) // 2]])
     return out
-
-
-# ---------------------------------------------------------------- the benchmark
 
 
 def _time_call(fn: Callable[[], object]) -> float:
@@ -274,31 +274,8 @@ def quality(scorer, images: np.ndarray, reference: np.ndarray, prompts: Sequence
     if truths and all(truths):
         predictions = scorer.attributes(images)
         out["attribute_accuracy"] = 100 * float(np.mean(metrics.attribute_alignment(predictions, truths)))
-    out["clip_fid"] = max(0.0, clip_fid(scorer, images, reference))  # tiny negative values are round-off
+    out["clip_fid"] = max(0.0, scorer.clip_fid(images, reference))  # tiny negative values are round-off
     return out
-
-
-def clip_fid(scorer, images: np.ndarray, reference: np.ndarray) -> float:
-    """``scorer.clip_fid`` (FID in our CLIP's image-feature space; not Inception FID).
-
-    Falls back to the same computation when ``helpers.metrics`` gives torchmetrics a
-    feature module without an integer ``num_features`` (a TypeError in torchmetrics 1.9).
-    """
-    try:
-        return scorer.clip_fid(images, reference)
-    except TypeError:
-        from torchmetrics.image.fid import FrechetInceptionDistance
-
-        class _ClipFeatures(torch.nn.Module):
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                return scorer.image_features(x)
-
-        features = _ClipFeatures()
-        features.num_features = int(scorer.image_features(metrics.images_to_uint8(reference[:1])).shape[-1])
-        fid = FrechetInceptionDistance(feature=features, normalize=False)
-        fid.update(metrics.images_to_uint8(reference), real=True)
-        fid.update(metrics.images_to_uint8(images), real=False)
-        return float(fid.compute())
 
 
 def inception_fid(images: np.ndarray, reference: np.ndarray) -> float:
@@ -345,8 +322,18 @@ def _generate_sharded(pipe, method: Method, prompts: Sequence[str], steps: int, 
 def run_block(pipe, sampler: str, steps: int, config: BenchConfig, prompts: Sequence[str],
               truths: Sequence[dict] | None, calibration: Sequence[str], scorer=None,
               with_inception: bool = False, log: Callable[[str], None] = print, **pipe_kwargs) -> BlockResult:
-    """Quality pass over all prompts (it is also the warm-up), then the timing rounds on the first batch."""
-    set_scheduler(pipe, sampler)
+    """Quality pass over all prompts (it is also the warm-up), then the timing rounds on the first batch.
+
+    The pipeline runs with ``sampler`` inside this call; its own scheduler is put back afterwards.
+    """
+    with scheduler_set(pipe, sampler):
+        return _run_block(pipe, sampler, steps, config, prompts, truths, calibration, scorer, with_inception, log,
+                          **pipe_kwargs)
+
+
+def _run_block(pipe, sampler: str, steps: int, config: BenchConfig, prompts: Sequence[str],
+               truths: Sequence[dict] | None, calibration: Sequence[str], scorer, with_inception: bool,
+               log: Callable[[str], None], **pipe_kwargs) -> BlockResult:
     w, seed, bs = config.guidance_scale, config.seed, config.batch_size
     peers = peer_status(pipe)
     targets = sorted({int(round(f * steps)) for f in config.adaptive_fractions})
@@ -379,135 +366,12 @@ def run_block(pipe, sampler: str, steps: int, config: BenchConfig, prompts: Sequ
     return BlockResult(table.reset_index(), images, times.assign(sampler=sampler, steps=steps), thresholds)
 
 
-# ---------------------------------------------------------------- summaries
-
-
-COLUMNS = {
-    "sampler": "sampler", "steps": "N", "method": "method", "k": "k", "a": "a = N-k",
-    "saved_latency": "saved latency %", "limit": "limit %", "evals_per_image": "UNet evals/img",
-    "l1": "L1 ↓", "image_clip_score": "Image-CLIPScore ↑", "clip_score": "CLIPScore ↑",
-    "attribute_accuracy": "attribute acc. % ↑", "clip_fid": "CLIP-FID ↓ (not Inception)",
-    "inception_fid": "Inception FID ↓", "median_s": "median s/batch",
-}
-
-
-def paper_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """The benchmark table with readable column names and rounded numbers."""
-    cols = [c for c in COLUMNS if c in table.columns]
-    out = table[cols].rename(columns=COLUMNS)
-    return out.round(digits)
-
-
-def to_markdown(table: pd.DataFrame) -> str:
-    """A pipe table (no ``tabulate`` needed)."""
-    def cell(v) -> str:
-        if isinstance(v, float):
-            return "–" if np.isnan(v) else f"{v:.4g}"
-        return str(v)
-
-    header = "| " + " | ".join(map(str, table.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
-
-
-def at_paper_a(table: pd.DataFrame, fraction: float = PAPER_A_FRACTION) -> pd.DataFrame:
-    """Per (sampler, N), the ``uncond`` row whose ``a`` is nearest to ``fraction * N``, beside the baseline."""
-    rows = []
-    for (sampler, steps), block in table.groupby(["sampler", "steps"]):
-        paper = block[block["kind"] == "uncond"]
-        if paper.empty:
-            continue
-        row = paper.iloc[(paper["a"] - fraction * steps).abs().argmin()]
-        base = block[block["kind"] == "baseline"].iloc[0]
-        rows.append({
-            "sampler": sampler, "N": steps, "k": row["k"], "a": row["a"],
-            "saved latency %": row["saved_latency"], "limit %": row["limit"],
-            "attribute acc. % (full CFG)": base.get("attribute_accuracy", np.nan),
-            "attribute acc. %": row.get("attribute_accuracy", np.nan), "L1": row["l1"],
-            "Image-CLIPScore": row.get("image_clip_score", np.nan),
-        })
-    return pd.DataFrame(rows)
-
-
-def best_tradeoff(table: pd.DataFrame, max_drop: float = 2.0, quality_col: str = "attribute_accuracy"
-                  ) -> pd.DataFrame:
-    """Per (sampler, N), the fastest method whose ``quality_col`` is within ``max_drop`` points of full CFG."""
-    if quality_col not in table.columns:
-        return pd.DataFrame()
-    rows = []
-    for _, block in table.groupby(["sampler", "steps"]):
-        base = block.loc[block["kind"] == "baseline", quality_col].iloc[0]
-        ok = block[(block["kind"] != "baseline") & (block[quality_col] >= base - max_drop)]
-        if not ok.empty:
-            rows.append(ok.loc[ok["saved_latency"].idxmax()])
-    return pd.DataFrame(rows)
-
-
-def pareto_front(points: pd.DataFrame, x: str, y: str, higher_y_is_better: bool = True) -> pd.DataFrame:
-    """The points not dominated in (higher ``x``, better ``y``), sorted by ``x``."""
-    pts = points.dropna(subset=[x, y]).sort_values(x, ascending=False)
-    front, best = [], -np.inf
-    for _, p in pts.iterrows():
-        value = p[y] if higher_y_is_better else -p[y]
-        if value > best:
-            front.append(p)
-            best = value
-    return pd.DataFrame(front).sort_values(x) if front else pts.iloc[:0]
-
-
-def plot_pareto(table: pd.DataFrame):
-    """Saved latency vs attribute accuracy (or Image-CLIPScore) and vs L1, per (sampler, N); returns the figure."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    quality_col = "attribute_accuracy" if table.get("attribute_accuracy", pd.Series(dtype=float)).notna().any() \
-        else ("image_clip_score" if "image_clip_score" in table else None)
-    panels = [(quality_col, True), ("l1", False)] if quality_col else [("l1", False)]
-    blocks = list(table.groupby(["sampler", "steps"]))
-    fig, axes = plt.subplots(len(blocks), len(panels), figsize=(5.5 * len(panels), 3.6 * len(blocks)), squeeze=False)
-    palette = dict(zip(KINDS, sns.color_palette("tab10", len(KINDS))))
-    for r, ((sampler, steps), block) in enumerate(blocks):
-        for c, (col, higher) in enumerate(panels):
-            ax = axes[r, c]
-            for kind, part in block.groupby("kind"):
-                ax.scatter(part["saved_latency"], part[col], label=kind, color=palette[kind], s=36)
-                if kind in ("uncond", "cond"):
-                    for _, p in part.iterrows():
-                        ax.annotate(f"k={p['k']:.0f}", (p["saved_latency"], p[col]), fontsize=6,
-                                    xytext=(2, 2), textcoords="offset points")
-            front = pareto_front(block, "saved_latency", col, higher)
-            ax.plot(front["saved_latency"], front[col], color="gray", lw=1, ls="--", zorder=0, label="Pareto front")
-            ax.set_xlabel("saved latency vs full CFG (%)")
-            ax.set_ylabel(COLUMNS[col])
-            ax.set_title(f"{sampler.upper()}, N={steps}", fontsize=9)
-            if r == 0 and c == len(panels) - 1:
-                ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    return fig
-
-
-def plot_examples(images: dict[str, np.ndarray], prompts: Sequence[str], title: str | None = None, n: int = 4):
-    """Image rows per method (first ``n`` prompts); returns the figure."""
-    from .plotting import image_grid
-
-    n = min(n, len(prompts))
-    labels = list(images)
-    grid = [images[m][i] for m in labels for i in range(n)]
-    titles = [prompts[i] for i in range(n)] + [""] * (len(grid) - n)
-    fig = image_grid(grid, titles=titles, ncols=n, size=1.3, suptitle=title,
-                     row_labels=[label.replace(" (", "\n(") for label in labels])
-    for ax in fig.axes:
-        ax.yaxis.label.set_size(6)
-    return fig
-
-
-# ---------------------------------------------------------------- a whole run, its files
-
-
 def results_dir(profile: str, model_id: str | None = None) -> Path:
     """``results/acceleration/<profile>/`` for the embedded model, ``results/acceleration/<model>/<profile>/`` else."""
-    base = RESULTS_DIR if model_id is None else RESULTS_DIR / model_id.replace("/", "--")
+    from ..resources import results_dir as results_root
+
+    base = results_root() / "acceleration"
+    base = base if model_id is None else base / model_id.replace("/", "--")
     return base / profile
 
 
@@ -520,8 +384,8 @@ def run_benchmark(config: BenchConfig, model_id: str | None = None, out: Path | 
     ``meta.json`` (machine, settings, peers, calibrated thresholds).
 
     Args:
-        scorer: ``"auto"`` (:func:`helpers.alignment.scorer_for`), ``None`` (L1 and timing
-            only) or a :class:`helpers.metrics.Scorer`.
+        scorer: ``"auto"`` (:func:`helpers.analysis.alignment.scorer_for`), ``None`` (L1 and timing
+            only) or a :class:`helpers.analysis.metrics.Scorer`.
     """
     import json
     import os
@@ -529,8 +393,12 @@ def run_benchmark(config: BenchConfig, model_id: str | None = None, out: Path | 
 
     import matplotlib.pyplot as plt
 
-    from . import alignment, plotting, promptsets, sharding
-    from .loading import describe, load_pipeline
+    from .. import plots, promptsets
+    from ..analysis import alignment
+    from ..loading import describe, load_pipeline, uses_toy_world
+    from ..plots.bench import plot_examples, plot_pareto
+    from . import sharding
+    from .summaries import paper_table, to_markdown
 
     if with_inception and importlib.util.find_spec("torch_fidelity") is None:
         raise ValueError("Inception FID needs the torch-fidelity package (pip install torch-fidelity)")
@@ -548,13 +416,13 @@ def run_benchmark(config: BenchConfig, model_id: str | None = None, out: Path | 
     bench = records[:config.n_prompts]
     calibration = [r.prompt for r in records[-config.n_calibration:]]  # disjoint from the benchmark prompts
     prompts = [r.prompt for r in bench]
-    toy = alignment.uses_toy_world(model_id)  # the attribute evaluator reads the toy world only
+    toy = uses_toy_world(model_id)  # the attribute evaluator reads the toy world only
     truths = [r.attributes for r in bench] if toy and all(r.attributes for r in bench) else None
     scorer = alignment.scorer_for(model_id) if scorer == "auto" else scorer
     peers = peer_status(pipe)
     log(f"profile={config.name} model={model_id or 'embedded'} threads={torch.get_num_threads()} "
         f"prompts={len(prompts)} peers={ {k: v or 'ok' for k, v in peers.items()} }")
-    plotting.setup_style()
+    plots.setup_style()
     blocks = []
     for sampler in config.samplers:
         for steps in config.steps:
@@ -595,13 +463,3 @@ def run_benchmark(config: BenchConfig, model_id: str | None = None, out: Path | 
     (out / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
     log(f"wrote {out} in {meta['seconds']:.0f} s")
     return out
-
-
-def load_results(folder: Path) -> tuple[pd.DataFrame, dict]:
-    """``bench.csv`` and ``meta.json`` of a finished run."""
-    import json
-
-    folder = Path(folder)
-    if not (folder / "bench.csv").exists():
-        raise FileNotFoundError(f"no benchmark results in {folder}; run scripts/bench_acceleration.py")
-    return pd.read_csv(folder / "bench.csv"), json.loads((folder / "meta.json").read_text())

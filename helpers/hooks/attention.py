@@ -7,11 +7,8 @@
 
 Three pieces, each usable on its own:
 
-* :class:`CrossAttnProcessor` -- a diffusers attention processor that computes the output
-  exactly like the stock ``AttnProcessor2_0`` (same operations, so no pixel changes) and,
-  when it has a recorder that wants the layer, also computes softmax(QK^T/sqrt(d)) for the
-  conditional half of the batch. Subclasses may override :meth:`~CrossAttnProcessor.key_value_inputs`
-  to feed other encoder states to the keys and/or values (K/V substitution) and keep recording.
+* :class:`~helpers.hooks.processors.CrossAttnProcessor` -- the stock-equivalent processor that
+  records (:mod:`helpers.hooks.processors`).
 * :class:`AttentionAggregator` -- running means over heads and layers per step and map size;
   stores at most one ``(tokens, h, w)`` map per sample, step and map size (or only the
   mean over steps with ``per_step=False``), plus a ``(tokens,)`` mass per step.
@@ -35,158 +32,17 @@ import math
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .loading import denoiser
-from .tokens import TokenClasses, pipeline_token_classes
+from ..loading import denoiser
+from .processors import AttentionRecordError, CrossAttnProcessor, attention_probabilities, installed_processors
+from .steps import StepClock, conditional_slice, denoiser_inputs
 
 logger = logging.getLogger(__name__)
 
 Size = tuple[int, int]
-#: Token classes reported by :func:`class_mass` (``eos_class`` = real [EOS] + padding, the paper's [EOS]).
-MASS_CLASSES = ("sos", "semantic", "eos_class", "eos", "padding")
 _STOCK_PROCESSORS = ("AttnProcessor2_0", "AttnProcessor")
-
-
-class AttentionRecordError(ValueError):
-    """Recorded attention was asked for in a way that cannot be answered (message says why)."""
-
-
-# ----------------------------------------------------------------------------- processor
-
-
-def attention_probabilities(
-    query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None = None
-) -> torch.Tensor:
-    """softmax(Q K^T / sqrt(d) + mask) in float32, shaped ``(batch, heads, queries, keys)``.
-
-    The scale is SDPA's default ``1/sqrt(head_dim)``, the one the stock processor uses.
-    """
-    scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * query.shape[-1] ** -0.5
-    if attention_mask is not None:
-        scores = scores + attention_mask.float()
-    return scores.softmax(dim=-1)
-
-
-class CrossAttnProcessor:
-    """Stock-equivalent scaled-dot-product attention processor that can record probabilities.
-
-    Args:
-        name: the layer's name in ``model.attn_processors`` (without ``.processor``).
-        recorder: an :class:`AttentionRecorder` (or anything with ``wants(name, length)`` and
-            ``record(name, query, key, attention_mask)``); ``None`` records nothing.
-
-    The output is computed with the same operations as diffusers' ``AttnProcessor2_0``, so a
-    pipeline gives bit-identical images with this processor installed. Subclass and override
-    :meth:`key_value_inputs` to change what keys/values see; recording keeps working.
-    """
-
-    def __init__(self, name: str = "", recorder=None) -> None:
-        self.name = name
-        self.recorder = recorder
-
-    def key_value_inputs(self, attn, encoder_hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder states fed to ``to_k`` and ``to_v`` (default: the prompt's, unchanged)."""
-        return encoder_hidden_states, encoder_hidden_states
-
-    def __call__(
-        self,
-        attn,
-        hidden_states: torch.Tensor,
-        encoder_hidden_states: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        temb: torch.Tensor | None = None,
-        *args,
-        **kwargs,
-    ) -> torch.Tensor:
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch_size, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
-        batch_size, sequence_length, _ = (
-            hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
-        )
-        if attention_mask is not None:
-            attention_mask = attn.prepare_attention_mask(attention_mask, sequence_length, batch_size)
-            attention_mask = attention_mask.view(batch_size, attn.heads, -1, attention_mask.shape[-1])
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-
-        query = attn.to_q(hidden_states)
-        if encoder_hidden_states is None:
-            encoder_hidden_states = hidden_states
-        elif attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key_states, value_states = self.key_value_inputs(attn, encoder_hidden_states)
-        key = attn.to_k(key_states)
-        value = attn.to_v(value_states)
-
-        inner_dim = key.shape[-1]
-        head_dim = inner_dim // attn.heads
-        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
-
-        if self.recorder is not None and self.recorder.wants(self.name, query.shape[-2]):
-            self.recorder.record(self.name, query, key, attention_mask)
-
-        hidden_states = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=attention_mask, dropout_p=0.0, is_causal=False
-        )
-        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, attn.heads * head_dim)
-        hidden_states = hidden_states.to(query.dtype)
-        hidden_states = attn.to_out[0](hidden_states)
-        hidden_states = attn.to_out[1](hidden_states)
-        if input_ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
-
-
-def cross_attention_layers(model: torch.nn.Module) -> list[str]:
-    """Names (as in ``model.attn_processors``, without ``.processor``) of the cross-attention layers."""
-    names = []
-    for key in model.attn_processors:
-        name = key.removesuffix(".processor")
-        if getattr(model.get_submodule(name), "is_cross_attention", False):
-            names.append(name)
-    return names
-
-
-@contextmanager
-def installed_processors(
-    model: torch.nn.Module, make: Callable[[str, object], object], layers: Iterable[str] | None = None
-) -> Iterator[dict[str, object]]:
-    """Replace the processors of ``layers`` (default: cross-attention) by ``make(name, original)``.
-
-    The originals are restored on exit, also when the block raises. Yields the new processors by name.
-    Useful for any processor family (recording, K/V substitution, ...).
-    """
-    originals = dict(model.attn_processors)
-    chosen = set(cross_attention_layers(model) if layers is None else layers)
-    unknown = chosen - {k.removesuffix(".processor") for k in originals}
-    if unknown:
-        raise AttentionRecordError(f"no attention layer named {sorted(unknown)[0]!r} in {type(model).__name__}")
-    new = {}
-    table = {}
-    for key, proc in originals.items():
-        name = key.removesuffix(".processor")
-        table[key] = new[name] = make(name, proc) if name in chosen else proc
-    model.set_attn_processor(table)
-    try:
-        yield new
-    finally:
-        model.set_attn_processor(dict(originals))
 
 
 def _recording_processor(name: str, original, recorder) -> CrossAttnProcessor:
@@ -199,59 +55,6 @@ def _recording_processor(name: str, original, recorder) -> CrossAttnProcessor:
         logger.warning("record_attention replaces %s on %s while recording; its behaviour is off meanwhile.",
                        type(original).__name__, name)
     return CrossAttnProcessor(name, recorder)
-
-
-# ----------------------------------------------------------------------------- steps and CFG
-
-
-class StepClock:
-    """Turns a stream of denoiser timesteps into (run, step) indices.
-
-    Same timestep as the previous call: same step. Lower: next step. Higher (or first call):
-    a new run, i.e. a new pipeline call. (Consecutive one-step calls at the same timestep
-    therefore merge: record them in separate ``with`` blocks.)
-    """
-
-    def __init__(self) -> None:
-        self.run = -1
-        self.step = -1
-        self._last: float | None = None
-
-    def tick(self, timestep: float) -> str:
-        """Advance with a denoiser call at ``timestep``; returns ``"same"``, ``"next"`` or ``"new_run"``."""
-        if self._last is not None and timestep == self._last:
-            return "same"
-        event = "next" if self._last is not None and timestep < self._last else "new_run"
-        if event == "new_run":
-            self.run, self.step = self.run + 1, 0
-        else:
-            self.step += 1
-        self._last = timestep
-        return event
-
-
-def denoiser_inputs(args: tuple, kwargs: dict) -> tuple[torch.Tensor, float]:
-    """The latent input and the timestep of a UNet / PixArt-transformer forward call."""
-    sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
-    t = args[1] if len(args) > 1 else kwargs.get("timestep")
-    t = float(t.flatten()[0]) if isinstance(t, torch.Tensor) else float(t)
-    return sample, t
-
-
-def conditional_slice(pipe, sample: torch.Tensor, cfg: bool | None = None) -> slice:
-    """Rows of the denoiser batch that carry the prompt (the second half under CFG).
-
-    ``cfg=None`` reads ``pipe.do_classifier_free_guidance`` (SD, SDXL); pipelines without it
-    (PixArt) count as CFG when the batch's two halves hold identical latents, as the
-    pipeline's ``torch.cat([latents] * 2)`` makes them.
-    """
-    n = sample.shape[0]
-    if cfg is None:
-        try:
-            cfg = bool(pipe.do_classifier_free_guidance)
-        except AttributeError:
-            cfg = n % 2 == 0 and torch.equal(sample[: n // 2], sample[n // 2:])
-    return slice(n // 2, n) if cfg and n % 2 == 0 else slice(0, n)
 
 
 def map_size(length: int, latent_size: Size) -> Size:
@@ -270,9 +73,6 @@ def map_size(length: int, latent_size: Size) -> Size:
     if side * side == length:
         return side, side
     raise AttentionRecordError(f"cannot lay out {length} attention queries on a grid for latents of size {latent_size}")
-
-
-# ----------------------------------------------------------------------------- aggregation
 
 
 @dataclasses.dataclass
@@ -446,9 +246,6 @@ def _combine(per_size: Sequence[torch.Tensor]) -> torch.Tensor:
     return out / len(per_size)
 
 
-# ----------------------------------------------------------------------------- recorder
-
-
 class AttentionRecorder:
     """Records cross-attention of a pipeline's denoiser; use through :func:`record_attention`.
 
@@ -468,6 +265,13 @@ class AttentionRecorder:
         resolutions = _check_resolutions(resolutions)
         self.pipe = pipe
         self.model = denoiser(pipe)
+        if resolutions is not None:
+            available = attention_resolutions(self.model)
+            missing = [r for r in resolutions if (r if isinstance(r, int) else r[0]) not in available]
+            if available and missing:
+                raise AttentionRecordError(
+                    f"this {type(self.model).__name__} has cross-attention maps of heights {sorted(available, reverse=True)} "
+                    f"at its default image size, not {missing[0]}: pass one of those, or resolutions=None to record all")
         self.resolutions = resolutions
         self.layer_filter = layer_filter
         self.cfg = cfg
@@ -543,6 +347,29 @@ class AttentionRecorder:
         return self.aggregator.sizes
 
 
+def attention_resolutions(model) -> set[int]:
+    """Heights of the cross-attention maps of a UNet or PixArt transformer at its default latent size.
+
+    UNet: level ``i`` of ``down_block_types`` works at ``ceil(sample_size / 2**i)``; the mid block at the
+    last level; the up blocks mirror the down blocks. PixArt: ``sample_size / patch_size``. Empty when the
+    config does not say (then nothing is checked).
+    """
+    config = model.config
+    size = getattr(config, "sample_size", None)
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    if not isinstance(size, int):
+        return set()
+    if hasattr(config, "down_block_types"):
+        levels = len(config.down_block_types)
+        heights = {-(-size // 2**i) for i, b in enumerate(config.down_block_types) if "CrossAttn" in b}
+        heights |= {-(-size // 2**(levels - 1 - j)) for j, b in enumerate(config.up_block_types) if "CrossAttn" in b}
+        if "CrossAttn" in str(getattr(config, "mid_block_type", "") or ""):
+            heights.add(-(-size // 2**(levels - 1)))
+        return heights
+    patch = getattr(config, "patch_size", None)
+    return {size // patch} if isinstance(patch, int) and patch > 0 else set()
+
+
 def _check_resolutions(resolutions) -> list[int | Size] | None:
     """``None``, an int, or an iterable of ints / ``(h, w)`` pairs -> a list (or ``None``)."""
     if resolutions is None:
@@ -580,94 +407,3 @@ def record_attention(
     finally:
         handle.remove()
         rec.aggregator.end_step()
-
-
-# ----------------------------------------------------------------------------- token classes
-
-
-def class_mass(mass: torch.Tensor | np.ndarray, classes: TokenClasses) -> dict[str, np.ndarray]:
-    """Sum a ``(..., tokens)`` mass over the positions of each class of :data:`MASS_CLASSES`."""
-    mass = np.asarray(mass, dtype=np.float64)
-    if mass.shape[-1] != classes.max_length:
-        raise AttentionRecordError(f"mass has {mass.shape[-1]} tokens but the prompt is padded to {classes.max_length}")
-    groups = {"sos": classes.sos, "semantic": classes.semantic, "eos_class": classes.eos_class,
-              "eos": classes.eos, "padding": classes.padding}
-    return {name: mass[..., list(pos)].sum(-1) if pos else np.zeros(mass.shape[:-1]) for name, pos in groups.items()}
-
-
-def class_mass_table(rec: AttentionRecorder, prompts: Sequence[str], resolution: int | Size | None = None):
-    """Long table (pandas) of attention mass per sample, step and token class.
-
-    Columns: ``sample, prompt, step, timestep, class, mass``; ``prompts[i]`` is sample ``i``.
-    ``resolution`` restricts the mass to the layers of one map size (default: all recorded).
-    """
-    import pandas as pd
-
-    mass = rec.token_mass(resolution).numpy()
-    if mass.shape[1] != len(prompts):
-        raise AttentionRecordError(f"{mass.shape[1]} samples were recorded but {len(prompts)} prompts were given")
-    timesteps = rec.timesteps
-    rows = []
-    for i, prompt in enumerate(prompts):
-        per_class = class_mass(mass[:, i], pipeline_token_classes(rec.pipe, prompt))
-        for name, values in per_class.items():
-            rows += [(i, prompt, s, timesteps[s], name, float(v)) for s, v in enumerate(values)]
-    return pd.DataFrame(rows, columns=["sample", "prompt", "step", "timestep", "class", "mass"])
-
-
-def token_map(maps: torch.Tensor, positions: Sequence[int]) -> torch.Tensor:
-    """The map of a word: sum over its token positions of ``maps[..., tokens, h, w]``."""
-    if not positions:
-        raise AttentionRecordError("a word needs at least one token position")
-    return maps[..., list(positions), :, :].float().sum(dim=-3)
-
-
-def word_maps(maps: torch.Tensor, classes: TokenClasses) -> dict[str, torch.Tensor]:
-    """Label -> map for one sample's ``(tokens, h, w)`` maps: ``[SOS]``, each word, ``[EOS]``, mean padding."""
-    out = {"[SOS]": maps[classes.sos[0]].float()} if classes.has_sos else {}
-    for word, positions in classes.words():
-        out.setdefault(word, token_map(maps, positions))
-    out["[EOS]"] = maps[classes.eos[0]].float()
-    if classes.padding:
-        out["padding (mean)"] = maps[list(classes.padding)].float().mean(dim=0)
-    return out
-
-
-# ----------------------------------------------------------------------------- binary maps
-
-
-def binarize(heat: np.ndarray | torch.Tensor, threshold: str | float = "mean") -> np.ndarray:
-    """Boolean mask of a heat map: ``"mean"`` (above its mean), ``"otsu"``, or a fraction of its max."""
-    heat = np.asarray(heat, dtype=np.float64)
-    if threshold == "mean":
-        return heat > heat.mean()
-    if threshold == "otsu":
-        return heat > otsu_threshold(heat)
-    if isinstance(threshold, (int, float)) and 0 <= threshold <= 1:
-        return heat > threshold * heat.max()
-    raise ValueError(f"threshold must be 'mean', 'otsu' or a fraction in [0, 1], not {threshold!r}")
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 64) -> float:
-    """Otsu's threshold: the cut that maximises the between-class variance of ``values``."""
-    values = np.asarray(values, dtype=np.float64).ravel()
-    lo, hi = values.min(), values.max()
-    if hi <= lo:
-        return float(lo)
-    hist, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    p = hist / hist.sum()
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(p)
-    m0 = np.cumsum(p * centres)
-    w1 = 1 - w0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (m0[-1] * w0 - m0) ** 2 / (w0 * w1)
-    between[~np.isfinite(between)] = -1
-    return float(edges[1:][int(np.argmax(between))])
-
-
-def f1_score(pred: np.ndarray, ref: np.ndarray) -> float:
-    """F1 (Dice) of two boolean masks; NaN when both are empty."""
-    pred, ref = np.asarray(pred, bool), np.asarray(ref, bool)
-    total = pred.sum() + ref.sum()
-    return float(2 * (pred & ref).sum() / total) if total else float("nan")

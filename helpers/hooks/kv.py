@@ -29,9 +29,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .attention import CrossAttnProcessor, installed_processors
-from .loading import denoiser, family
-from .surgery import EmbeddingShapeError, EncodedPrompt, embedding_dim, generate_from_embeddings
+from ..loading import denoiser, family
+from ..text.conditioning import EmbeddingShapeError, EncodedPrompt, embedding_dim
+from ..text.surgery import generate_from_embeddings
+from .processors import CrossAttnProcessor, installed_processors
 
 __all__ = ["KVSubstitutionProcessor", "AttentionKL", "kv_substitution", "generate_substituted"]
 
@@ -88,11 +89,11 @@ class AttentionKL:
 
 
 class KVSubstitutionProcessor(CrossAttnProcessor):
-    """A :class:`~helpers.attention.CrossAttnProcessor` whose keys and values read other text states.
+    """A :class:`~helpers.hooks.processors.CrossAttnProcessor` whose keys and values read other text states.
 
     The output uses the same operations as diffusers' ``AttnProcessor2_0`` (bit-identical
     when the substitutes equal the pipeline's own states). Attention recording keeps
-    working: :func:`helpers.attention.record_attention` inside :func:`kv_substitution`
+    working: :func:`helpers.hooks.attention.record_attention` inside :func:`kv_substitution`
     records the attention under the substituted keys.
 
     Args:
@@ -102,7 +103,7 @@ class KVSubstitutionProcessor(CrossAttnProcessor):
         values: the same for the values.
         kl: an :class:`AttentionKL` fed with the attention logits computed with the original
             and with the substituted keys (only when ``keys`` is given).
-        recorder: an attention recorder (see :class:`~helpers.attention.CrossAttnProcessor`).
+        recorder: an attention recorder (see :class:`~helpers.hooks.processors.CrossAttnProcessor`).
     """
 
     def __init__(self, name: str = "", keys: torch.Tensor | None = None, values: torch.Tensor | None = None,
@@ -248,7 +249,7 @@ def generate_substituted(
     measure_kl: bool = False,
     **kwargs,
 ) -> tuple[np.ndarray, AttentionKL | None]:
-    """:func:`~helpers.surgery.generate_from_embeddings` with K/V substitution per prompt.
+    """:func:`~helpers.text.surgery.generate_from_embeddings` with K/V substitution per prompt.
 
     ``prompts[i]`` is the pipeline's conditioning; ``keys[i]`` / ``values[i]`` replace its
     keys / values. Returns the images and the :class:`AttentionKL` (``None`` unless

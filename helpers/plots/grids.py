@@ -8,11 +8,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
+#: Resolution of figures shown inline in notebooks (and embedded in the committed .ipynb files).
+INLINE_DPI = 80
+
+
 def setup_style() -> None:
-    """The seaborn theme every notebook uses."""
+    """The seaborn theme every notebook uses, at a resolution that keeps the committed notebooks small."""
     import seaborn as sns
 
     sns.set_theme(style="whitegrid", context="notebook")
+    plt.rcParams["figure.dpi"] = INLINE_DPI
 
 
 def image_grid(
@@ -65,3 +70,36 @@ def _wrap(text: str, width: int = 28) -> str:
     import textwrap
 
     return "\n".join(textwrap.wrap(text, width)[:3])
+
+
+#: Longest side (pixels) of a saved figure and its colours: figures of this project are line plots and
+#: flat-coloured renders, which a 256-colour palette keeps (the tracked tree must stay small).
+MAX_SIDE, PNG_COLORS = 1600, 256
+
+
+def compress_png(data: bytes, max_side: int = MAX_SIDE, colors: int = PNG_COLORS) -> bytes:
+    """A PNG re-encoded with a ``colors``-colour palette, at most ``max_side`` pixels on its longest side."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data))
+    image = image.convert("RGBA")
+    background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    image = Image.alpha_composite(background, image).convert("RGB")
+    scale = max_side / max(image.size)
+    if scale < 1:
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    image.quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+        out, format="PNG", optimize=True)
+    return out.getvalue() if out.tell() < len(data) else data
+
+
+def figure_png(fig, dpi: int = 90) -> bytes:
+    """The figure as a compressed PNG (:func:`compress_png`), tight bounding box."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return compress_png(buffer.getvalue())

@@ -22,6 +22,10 @@ class PromptTooLongError(ValueError):
     """The prompt has more tokens than the text encoder accepts."""
 
 
+class PromptTypeError(TypeError):
+    """Prompts must be a string or a list of strings."""
+
+
 @dataclasses.dataclass(frozen=True)
 class TokenClasses:
     """Positions of each token class in one padded prompt of length ``max_length``."""
@@ -121,7 +125,7 @@ def token_classes(tokenizer, prompt: str, max_length: int | None = None) -> Toke
 
 def text_max_length(pipe) -> int:
     """Sequence length the pipeline encodes prompts to (77 for CLIP, 120 for PixArt's T5)."""
-    from .loading import family
+    from ..loading import family
 
     if family(pipe) == "pixart":
         return 120
@@ -134,3 +138,29 @@ def pipeline_token_classes(pipe, prompt: str, which: int = 1) -> TokenClasses:
     if tokenizer is None:
         raise ValueError(f"{type(pipe).__name__} has no tokenizer number {which}")
     return token_classes(tokenizer, prompt, max_length=text_max_length(pipe))
+
+
+def check_prompts(pipe, prompts) -> list[str]:
+    """``prompts`` as a list of strings, checked against every tokenizer of the pipeline.
+
+    The one check behind every entry point that takes prompt text (``generate``, ``guidance.sample``,
+    ``text.conditioning.encode``, the recorders through them): a prompt is never silently truncated.
+
+    Raises:
+        PromptTypeError: ``prompts`` is not a string or a non-empty list of strings.
+        PromptTooLongError: a prompt needs more tokens than a text encoder takes (77 for CLIP).
+    """
+    items = [prompts] if isinstance(prompts, str) else prompts
+    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(p, str) for p in items):
+        kind = type(prompts).__name__ if not isinstance(prompts, (list, tuple)) else (
+            "an empty list" if not prompts else f"a list holding {type(next(p for p in prompts if not isinstance(p, str))).__name__}")
+        raise PromptTypeError(f"prompts must be a string or a non-empty list of strings, got {kind}")
+    from ..loading import family
+
+    fam = family(pipe)
+    for which in (1, 2) if getattr(pipe, "tokenizer_2", None) is not None else (1,):
+        for prompt in items:
+            if fam == "pixart":
+                prompt = pipe._text_preprocessing(prompt, clean_caption=False)[0]
+            pipeline_token_classes(pipe, prompt, which=which)  # raises PromptTooLongError
+    return list(items)

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import toyworld
+from . import world as toyworld
 
 ATTRIBUTE_NAMES: tuple[str, ...] = tuple(toyworld.ATTRIBUTES)
 

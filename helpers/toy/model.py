@@ -4,8 +4,8 @@ The tiny model is a genuine diffusers ``StableDiffusionPipeline``: a CLIP tokeni
 (SOS/EOS, padded with EOS to 77 tokens, like SD 1.x), a causal ``CLIPTextModel``, an
 ``AutoencoderKL`` (64x64x3 images <-> 16x16x4 latents) and a
 ``UNet2DConditionModel`` with cross-attention at 8x8 and 4x4. ``scripts/train_tiny_model.py``
-trains it; :func:`random_pipeline` builds the same architecture with random weights
-for tests (never for results).
+trains it; :func:`helpers.toy.random_pipelines.random_pipeline` (kind ``"sd15"``) builds the same
+architecture with random weights for tests (never for results).
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
-import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig
 
-from . import toyworld
+from . import world as toyworld
 
 MODEL_NAME = "tiny-shapes-sd"
 MAX_LENGTH = 77
@@ -198,16 +197,8 @@ def assemble_pipeline(
     )
 
 
-def random_pipeline(seed: int = 0) -> StableDiffusionPipeline:
-    """The tiny architecture with RANDOM weights: for tests only, never for results."""
-    torch.manual_seed(seed)
-    tokenizer = build_tokenizer()
-    text_encoder = CLIPTextModel(text_config(tokenizer))
-    pipe = assemble_pipeline(tokenizer, text_encoder, vae_model(), unet_model())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 def default_model_dir() -> Path:
     """Where the shipped weights of the embedded default model live."""
-    return Path(__file__).resolve().parent.parent / "data" / "models" / MODEL_NAME
+    from ..resources import model_dir
+
+    return model_dir(MODEL_NAME)

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import toyworld
+from ..analysis.metrics import Scorer
+from ..generation import generate
+from ..loading import load_pipeline
+from . import world as toyworld
 from .evaluator import accuracy, augment, to_tensor
-from .generation import generate
-from .loading import load_pipeline
-from .metrics import Scorer
 
 BAR = {"shape": 0.95, "color": 0.90, "size": 0.90, "position": 0.90, "pattern": 0.70}
 BAR_HELD_OUT = {"shape": 0.80, "color": 0.80}

@@ -45,7 +45,8 @@ from transformers import (
     T5Tokenizer,
 )
 
-from . import tiny_model, toyworld
+from . import model as tiny_model
+from . import world as toyworld
 
 KINDS = ("sd15", "sd21", "sdxl", "pixart")
 #: The token SD 2.x's (OpenCLIP) tokenizer pads with instead of [EOS].

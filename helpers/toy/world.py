@@ -320,3 +320,13 @@ def dataset(n: int, seed: int, held_out: str = "exclude") -> list[Scene]:
 def scenes_with(values: Iterable[tuple[str, str]], rng: np.random.Generator) -> Scene:
     """A random scene with the given ``(attribute, value)`` pairs pinned."""
     return sample_scene(rng, held_out="any", **dict(values))
+
+
+def ground_truth_scenes(records, seed: int = 0) -> list:
+    """One toy-world scene per prompt record with the attributes the prompt names pinned."""
+    rng = np.random.default_rng(seed)
+    scenes = []
+    for record in records:
+        named = {k: v for k, v in getattr(record, "attributes", {}).items() if k in ATTRIBUTES}
+        scenes.append(sample_scene(rng, held_out="any", **named))
+    return scenes
