@@ -37,6 +37,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps open_clip_torch==3.3.0  # CLIP's BPE merges only (requirements.txt says why)
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 

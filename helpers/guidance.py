@@ -301,6 +301,14 @@ def _tensor_names(fam: str) -> list[str]:
     return ["prompt_embeds", "add_text_embeds", "add_time_ids"] if fam == "sdxl" else ["prompt_embeds"]
 
 
+def _chain(ours, user):
+    """Our step-end callback, then the caller's own (it sees, and may change, what ours returned)."""
+    def both(pipe, step_index, timestep, callback_kwargs):
+        callback_kwargs = ours(pipe, step_index, timestep, callback_kwargs)
+        return user(pipe, step_index, timestep, callback_kwargs) or callback_kwargs
+    return both
+
+
 def _run_chunk(pipe, cond: _Batch, schedule: Schedule, latents: torch.Tensor, steps: int,
                guidance_scale: float, record: bool, pipe_kwargs: dict) -> tuple[np.ndarray, DenoiserHooks]:
     """One pipeline call for one chunk of prompts under ``schedule``."""
@@ -332,7 +340,11 @@ def _run_chunk(pipe, cond: _Batch, schedule: Schedule, latents: torch.Tensor, st
             callback = CutoffCallback(k - 1, batch, schedule.variant, None, _tensor_names(fam))
     hooks = DenoiserHooks(batch, steps, policy, substitute, adaptive, record)
     if callback is not None:
-        call.update(callback_on_step_end=callback, callback_on_step_end_tensor_inputs=callback.tensor_inputs)
+        user = call.pop("callback_on_step_end", None)
+        names = list(dict.fromkeys(callback.tensor_inputs + list(call.pop("callback_on_step_end_tensor_inputs", None)
+                                                                  or (["latents"] if user is not None else []))))
+        call.update(callback_on_step_end=callback if user is None else _chain(callback, user),
+                    callback_on_step_end_tensor_inputs=names)
     with hooks.installed(denoiser(pipe)):
         images = pipe(**kwargs, **call).images
     return images, hooks

@@ -43,6 +43,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--inception-fid", action="store_true", help="also Inception FID (needs torch-fidelity)")
     p.add_argument("--no-metrics", action="store_true", help="timing and L1 only")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--rule-only", action="store_true",
+                   help="only the shared rule's per-prompt table (rule_per_prompt.csv) of the pre-registered setting, "
+                        "added to an existing results folder (the profile's rule_prompts prompts)")
     return p.parse_args(argv)
 
 
@@ -63,6 +66,8 @@ def main(argv=None) -> Path:
     config = dataclasses.replace(config, **{k: tuple(v) if isinstance(v, list) else v
                                             for k, v in changes.items() if v is not None})
     scorer = None if args.no_metrics else Scorer(args.clip_model) if args.clip_model else "auto"
+    if args.rule_only:
+        return acc.run_rule_only(config, profile.get_model_id(args.model_id), args.out, scorer)
     out = acc.run_benchmark(config, profile.get_model_id(args.model_id), args.out, scorer, args.inception_fid)
     if (out / "bench.md").exists() and sharding.is_main_process():
         print((out / "bench.md").read_text())

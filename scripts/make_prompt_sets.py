@@ -1,8 +1,11 @@
 #!/usr/bin/env python
 """Write ``data/prompts/toy_prompts.json``: prompts of the synthetic world with ground truth.
 
-120 prompts from a fixed seed, every attribute named (full caption templates): 100 whose
-shape x colour pair was seen in training and 20 whose pair was held out of training.
+Two blocks of 120 prompts, each from its own fixed seed, every attribute named (full caption
+templates): 100 whose shape x colour pair was seen in training and 20 whose pair was held out of
+training. The first block (seed 1234) is the set of model versions 1-3's notebooks, unchanged, so
+earlier numbers stay comparable; the second (seed 5678) brings the set to 240 prompts, enough for
+the pre-registered rules' sample sizes (issue: verdict rules).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from helpers.toy import world as toyworld
 from helpers.promptsets import PROMPT_DIR
 
 
-def main(seed: int = 1234, n_seen: int = 100, n_held: int = 20) -> Path:
+def block(seed: int, n_seen: int = 100, n_held: int = 20) -> list[dict]:
+    """``n_seen`` seen-pair then ``n_held`` held-out-pair prompt records from ``seed``."""
     rng = np.random.default_rng(seed)
     records = []
     for held, n in ((False, n_seen), (True, n_held)):
@@ -27,9 +31,15 @@ def main(seed: int = 1234, n_seen: int = 100, n_held: int = 20) -> Path:
             template = toyworld.FULL_TEMPLATES[rng.integers(len(toyworld.FULL_TEMPLATES))]
             named = {k: v for k, v in scene.attributes().items() if k != "background" or "{background}" in template}
             records.append({"prompt": toyworld.caption(scene, template=template), "attributes": named, "held_out": held})
-    path = PROMPT_DIR / "toy_prompts.json"
+    return records
+
+
+def main(seeds: tuple[int, ...] = (1234, 5678), out: Path | None = None) -> Path:
+    records = [r for seed in seeds for r in block(seed)]
+    path = out or PROMPT_DIR / "toy_prompts.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"description": "Synthetic-world prompts; attributes are those the prompt names (ground truth)", "seed": seed, "prompts": records}, indent=1))
+    path.write_text(json.dumps({"description": "Synthetic-world prompts; attributes are those the prompt names (ground truth)",
+                                "seed": seeds[0], "seeds": list(seeds), "prompts": records}, indent=1))
     return path
 
 

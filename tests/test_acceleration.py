@@ -136,3 +136,17 @@ def test_peers_on_every_architecture(kind):
             with acc.count_evaluations(pipe) as evals:
                 images, _ = acc.run_method(pipe, acc.Method(peer, peer, 1, cache_interval=2), PROMPTS[:1], 2)
             assert np.isfinite(images).all() and evals[0] == (3 if peer == "tgate" else 4)
+
+
+def test_rule_table_of_the_pre_registered_setting(tmp_path):
+    """--rule-only writes the shared rule's per-prompt table (full CFG and k = N/2), which the rule accepts."""
+    import dataclasses
+
+    from helpers import verdicts
+
+    config = dataclasses.replace(acc.PROFILES["quick"], samplers=("ddim",), steps=(50,), rule_prompts=3, batch_size=2)
+    out = acc.run_rule_only(config, "random-tiny", tmp_path)
+    table = pd.read_csv(out / "rule_per_prompt.csv")
+    assert sorted(table["k"].unique()) == [25, 50] and len(table) == 6
+    v = verdicts.text_removal_keeps_quality(table)
+    assert v.estimate.n == 3

@@ -246,3 +246,16 @@ def test_every_architecture(any_pipe):
         assert np.isfinite(run.diff_norm[:, 0]).all() and np.isnan(run.diff_norm[:, 1:]).all()
     switched = g.sample(pipe, prompts, g.Switch(1, ["a yellow square"] * 2), num_inference_steps=steps)
     assert not np.array_equal(switched.images, stock)
+
+
+@pytest.mark.parametrize("schedule", [None, g.TextWindow(2, "uncond"), g.TextWindow(2, "cond"), g.Switch(2, PROMPTS)])
+def test_a_users_own_step_end_callback_still_runs(tiny_pipe, schedule):
+    """guidance.sample never overwrites the caller's callback_on_step_end: ours runs first, then theirs."""
+    seen = []
+
+    def mine(pipe, step_index, timestep, callback_kwargs):
+        seen.append((step_index, tuple(callback_kwargs["latents"].shape)))
+        return callback_kwargs
+
+    g.sample(tiny_pipe, PROMPTS, schedule, num_inference_steps=N, callback_on_step_end=mine)
+    assert [s for s, _ in seen] == list(range(N)) and all(shape[0] == len(PROMPTS) for _, shape in seen)

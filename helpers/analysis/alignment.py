@@ -41,7 +41,11 @@ from .metrics import Scorer
 
 #: Attributes the evaluator reads and the toy prompts name.
 ATTRIBUTES: tuple[str, ...] = ("shape", "color", "pattern", "size", "position")
-S_PROMPT_SET = "s_prompt_set.json"  # in the prompt folder (helpers.resources.prompt_dir)
+#: S-PromptSet name -> file in the prompt folder (helpers.resources.prompt_dir).
+S_PROMPT_SETS = {"toy": "s_prompt_set.json", "natural": "natural_s_prompt_set.json"}
+S_PROMPT_SET = S_PROMPT_SETS["toy"]
+#: The script that writes each S-PromptSet.
+_S_PROMPT_SCRIPTS = {"toy": "scripts/make_s_prompt_set.py", "natural": "scripts/make_natural_s_prompt_set.py"}
 #: CLIP used for CLIPScore on real models (needs network or the Hugging Face cache).
 REAL_CLIP = "openai/clip-vit-large-patch14"
 
@@ -55,18 +59,24 @@ class PromptPair:
     differs: tuple[str, ...] = ()
 
 
-def load_s_prompt_set(n: int | None = None, path: str | Path | None = None,
+def load_s_prompt_set(name: str = "toy", n: int | None = None, path: str | Path | None = None,
                       include_held_out: bool = True) -> list[PromptPair]:
-    """The S-PromptSet (``data/prompts/s_prompt_set.json``, made by ``scripts/make_s_prompt_set.py``).
+    """An S-PromptSet by name: ``"toy"`` (``data/prompts/s_prompt_set.json``, made by
+    ``scripts/make_s_prompt_set.py``) or ``"natural"`` (``data/prompts/natural_s_prompt_set.json``, made by
+    ``scripts/make_natural_s_prompt_set.py``: natural prompts whose objects differ, for real models).
 
     Args:
+        name: ``"toy"`` or ``"natural"``; ignored when ``path`` is given.
         n: first ``n`` pairs (the file's order is random, so any prefix is a random subset).
         path: another pair file in the same format.
         include_held_out: keep pairs where A or B names a shape x colour pair held out of training.
     """
-    path = Path(path) if path is not None else resources.prompt_dir() / S_PROMPT_SET
+    if path is None and name not in S_PROMPT_SETS:
+        raise ValueError(f"unknown S-PromptSet {name!r}; known: {sorted(S_PROMPT_SETS)} (or pass path=)")
+    path = Path(path) if path is not None else resources.prompt_dir() / S_PROMPT_SETS[name]
     if not path.exists():
-        raise FileNotFoundError(f"no S-PromptSet at {path}; create it with `python scripts/make_s_prompt_set.py`")
+        script = _S_PROMPT_SCRIPTS.get(name, "scripts/make_s_prompt_set.py")
+        raise FileNotFoundError(f"no S-PromptSet at {path}; create it with `python {script}`")
     raw = json.loads(path.read_text())
 
     def record(d: Mapping) -> PromptRecord:

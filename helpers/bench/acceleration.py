@@ -27,12 +27,11 @@ Summaries of a finished run are :mod:`helpers.bench.summaries`, its figures :mod
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -42,7 +41,8 @@ from .. import guidance
 from ..analysis import metrics
 from ..generation import for_each_batch
 from ..hooks.steps import count_evaluations
-from ..loading import denoiser, family, scheduler_set
+from ..loading import scheduler_set
+from .peers import deepcache_context, tgate_context, peer_status
 
 
 
@@ -81,6 +81,7 @@ class BenchConfig:
     adaptive_fractions: tuple[float, ...] = (0.2, 0.3, 0.5)
     adaptive_min_fraction: float = 0.1  # the adaptive stop keeps the text for at least this fraction of N
     n_calibration: int = 8
+    rule_prompts: int = 0  # prompts of the pre-registered setting of the shared rule (0: not measured)
     tgate_fraction: float = 0.4  # T-GATE's default gate step is 10 of 25 steps
     deepcache_intervals: tuple[int, ...] = (3,)
     guidance_scale: float = 7.5
@@ -94,73 +95,8 @@ PROFILES: dict[str, BenchConfig] = {
     # the paper's settings (50 steps) plus 25 and 20; quality on 32 prompts, timing on 8 (~30 min on 2 cores)
     "full": BenchConfig("full", steps=(50, 25, 20), n_prompts=32, repeats=5,
                         uncond_fractions=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8), cond_fractions=(0.2, 0.3, 0.5),
-                        adaptive_fractions=(0.2, 0.3, 0.4, 0.5), n_calibration=16),
+                        adaptive_fractions=(0.2, 0.3, 0.4, 0.5), n_calibration=16, rule_prompts=200),
 }
-
-
-def peer_status(pipe) -> dict[str, str | None]:
-    """Per peer (``"tgate"``, ``"deepcache"``): ``None`` when usable on ``pipe``, else the reason."""
-    fam = family(pipe)
-    status: dict[str, str | None] = {}
-    if importlib.util.find_spec("tgate") is None:
-        status["tgate"] = "package tgate is not installed (pip install tgate==1.0.0)"
-    else:
-        status["tgate"] = None
-    if importlib.util.find_spec("DeepCache") is None:
-        status["deepcache"] = "package DeepCache is not installed (pip install DeepCache==0.1.1)"
-    elif fam == "pixart":
-        status["deepcache"] = "DeepCache caches UNet skip branches; PixArt-alpha's transformer has none"
-    else:
-        status["deepcache"] = None
-    return status
-
-
-@contextlib.contextmanager
-def _forwards_restored(module: torch.nn.Module) -> Iterator[None]:
-    """Undo a peer's monkey-patching on exit: every submodule gets back the instance-level
-    ``forward`` it had before (none, or e.g. an accelerate offload hook), and T-GATE's
-    ``cache`` attributes are dropped."""
-    missing = object()
-    before = {sub: (sub.__dict__.get("forward", missing), sub.__dict__.get("cache", missing))
-              for sub in module.modules()}
-    try:
-        yield
-    finally:
-        for sub, saved in before.items():
-            for name, value in zip(("forward", "cache"), saved):
-                if value is missing:
-                    sub.__dict__.pop(name, None)
-                else:
-                    sub.__dict__[name] = value
-
-
-@contextlib.contextmanager
-def _tgate(pipe) -> Iterator[Callable]:
-    """T-GATE's pipeline call (``pipe.tgate``), with the attention forwards restored afterwards."""
-    import tgate
-
-    loader = {"sd": tgate.TgateSDLoader, "sdxl": tgate.TgateSDXLLoader, "pixart": tgate.TgatePixArtAlphaLoader}
-    with _forwards_restored(denoiser(pipe)):
-        loader[family(pipe)](pipe)
-        try:
-            yield pipe.tgate
-        finally:
-            del pipe.tgate
-
-
-@contextlib.contextmanager
-def _deepcache(pipe, interval: int) -> Iterator[Callable]:
-    """The stock call with DeepCache enabled (cache branch 0, uniform interval), disabled afterwards."""
-    from DeepCache import DeepCacheSDHelper
-
-    with _forwards_restored(denoiser(pipe)):
-        helper = DeepCacheSDHelper(pipe=pipe)
-        helper.set_params(cache_interval=interval, cache_branch_id=0)
-        helper.enable()
-        try:
-            yield pipe.__call__
-        finally:
-            helper.disable()
 
 
 def methods_for(steps: int, config: BenchConfig, thresholds: dict[int, float], peers: dict[str, str | None]
@@ -202,7 +138,7 @@ def run_method(pipe, method: Method, prompts: Sequence[str], steps: int, guidanc
         return run.images, run.text_steps
     if method.kind not in KINDS:
         raise ValueError(f"unknown method kind {method.kind!r}; choose from {KINDS}")
-    peer = _tgate(pipe) if method.kind == "tgate" else _deepcache(pipe, method.cache_interval)
+    peer = tgate_context(pipe) if method.kind == "tgate" else deepcache_context(pipe, method.cache_interval)
 
     def call(idx: list[int], latents: torch.Tensor) -> np.ndarray:
         kwargs = dict(num_inference_steps=steps, guidance_scale=guidance_scale, latents=latents, output_type="np",
@@ -366,6 +302,58 @@ def _run_block(pipe, sampler: str, steps: int, config: BenchConfig, prompts: Seq
     return BlockResult(table.reset_index(), images, times.assign(sampler=sampler, steps=steps), thresholds)
 
 
+def rule_quality(pipe, config: BenchConfig, records: Sequence, toy: bool, scorer,
+                 log: Callable[[str], None] = print) -> pd.DataFrame | None:
+    """Per-prompt quality of full CFG and of the pre-registered text removal (the shared rule of 05 and 06).
+
+    The setting is ``helpers.verdicts.RULES["text_removal"]`` (DDIM, N = 50, k = N/2, uncond): measured
+    here on ``config.rule_prompts`` prompts, the same prompts and seeds as notebook 05's rule run, so the
+    two notebooks judge one intervention on one table. ``None`` when the profile does not measure it.
+    """
+    from ..verdicts import RULES
+
+    rule = RULES["text_removal"]
+    if not records or scorer is None or rule["sampler"] not in config.samplers or rule["n_steps"] not in config.steps:
+        return None
+    steps, k = rule["n_steps"], int(round(rule["k_fraction"] * rule["n_steps"]))
+    prompts = [r.prompt for r in records]
+    column = rule["value"] if toy else "CLIPScore"
+    rows = []
+    with scheduler_set(pipe, rule["sampler"]):
+        for kk, method in ((steps, Method("full CFG", "baseline", steps)),
+                           (k, Method(f"text off after k={k} ({rule['variant']})", rule["variant"], k))):
+            images, _, _ = _generate_sharded(pipe, method, prompts, steps, config.guidance_scale, config.seed,
+                                             config.batch_size)
+            if toy:
+                values = 100 * metrics.attribute_alignment(scorer.attributes(images), [r.attributes for r in records])
+            else:
+                values = scorer.clip_score(images, prompts)
+            rows += [{"sampler": rule["sampler"], "steps": steps, "k": kk, "variant": rule["variant"], "prompt": i,
+                      column: float(v)} for i, v in enumerate(values)]
+            log(f"  [rule {rule['sampler']} N={steps}] {method.label}: {len(prompts)} prompts scored")
+    return pd.DataFrame(rows)
+
+
+def run_rule_only(config: BenchConfig, model_id: str | None = None, out: Path | None = None, scorer="auto") -> Path:
+    """Write only ``rule_per_prompt.csv`` (:func:`rule_quality`) into a run's results folder."""
+    from .. import promptsets
+    from ..analysis import alignment
+    from ..loading import load_pipeline, uses_toy_world
+
+    out = Path(out) if out is not None else results_dir(config.name, model_id)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = load_pipeline(model_id)
+    records = promptsets.load_prompt_set(promptsets.default_prompt_set_name(model_id))[:config.rule_prompts]
+    scorer = alignment.scorer_for(model_id) if scorer == "auto" else scorer
+    rule = rule_quality(pipe, config, records, uses_toy_world(model_id), scorer)
+    if rule is None:
+        raise ValueError(f"profile {config.name!r} measures no rule setting (rule_prompts={config.rule_prompts}, "
+                         f"samplers {config.samplers}, steps {config.steps})")
+    rule.to_csv(out / "rule_per_prompt.csv", index=False)
+    print(f"wrote {out / 'rule_per_prompt.csv'} ({len(rule)} rows)")
+    return out
+
+
 def results_dir(profile: str, model_id: str | None = None) -> Path:
     """``results/acceleration/<profile>/`` for the embedded model, ``results/acceleration/<model>/<profile>/`` else."""
     from ..resources import results_dir as results_root
@@ -410,7 +398,7 @@ def run_benchmark(config: BenchConfig, model_id: str | None = None, out: Path | 
     pipe = load_pipeline(model_id, device=sharding.process_device() if sharding.state().num_processes > 1 else None)
     set_name = promptsets.default_prompt_set_name(model_id)
     records = promptsets.load_prompt_set(set_name)
-    if len(records) < config.n_prompts + config.n_calibration:
+    if len(records) < max(config.n_prompts, config.rule_prompts) + config.n_calibration:
         raise ValueError(f"prompt set {set_name!r} has {len(records)} prompts; the profile needs "
                          f"{config.n_prompts} + {config.n_calibration} for calibration")
     bench = records[:config.n_prompts]
@@ -437,6 +425,11 @@ def run_benchmark(config: BenchConfig, model_id: str | None = None, out: Path | 
             plt.close("all")
     if not main:
         return out
+    rule = rule_quality(pipe, config, records[:config.rule_prompts], toy, scorer, log)
+    if not main:
+        return out
+    if rule is not None:
+        rule.to_csv(out / "rule_per_prompt.csv", index=False)
     table = pd.concat([b.table for b in blocks], ignore_index=True)
     table.to_csv(out / "bench.csv", index=False)
     pd.concat([b.times for b in blocks]).to_csv(out / "times.csv", index=False)

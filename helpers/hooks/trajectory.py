@@ -247,4 +247,4 @@ def trajectory(
             callbacks["callback_on_step_end"] = chained
         images = generate(pipe, prompts, seed=seed, num_inference_steps=num_inference_steps,
                           guidance_scale=guidance_scale, **callbacks, **kwargs)
-    return images, rec.result()
+    return images, dataclasses.replace(rec.result(), images=images)

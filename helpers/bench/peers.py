@@ -1,0 +1,82 @@
+"""The peers of the acceleration benchmark, used through their own packages (never re-implemented).
+
+**T-GATE** (``tgate``: caches cross-attention after a gate step and then drops CFG) and **DeepCache**
+(``DeepCache``: reuses deep UNet features between full steps). Each is entered as a context manager that
+undoes the package's monkey-patching on exit; a peer that is missing or does not support the pipeline is
+reported by :func:`peer_status` with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from typing import Callable, Iterator
+
+import torch
+
+from ..loading import denoiser, family
+
+
+def peer_status(pipe) -> dict[str, str | None]:
+    """Per peer (``"tgate"``, ``"deepcache"``): ``None`` when usable on ``pipe``, else the reason."""
+    fam = family(pipe)
+    status: dict[str, str | None] = {}
+    if importlib.util.find_spec("tgate") is None:
+        status["tgate"] = "package tgate is not installed (pip install tgate==1.0.0)"
+    else:
+        status["tgate"] = None
+    if importlib.util.find_spec("DeepCache") is None:
+        status["deepcache"] = "package DeepCache is not installed (pip install DeepCache==0.1.1)"
+    elif fam == "pixart":
+        status["deepcache"] = "DeepCache caches UNet skip branches; PixArt-alpha's transformer has none"
+    else:
+        status["deepcache"] = None
+    return status
+
+
+@contextlib.contextmanager
+def forwards_restored(module: torch.nn.Module) -> Iterator[None]:
+    """Undo a peer's monkey-patching on exit: every submodule gets back the instance-level
+    ``forward`` it had before (none, or e.g. an accelerate offload hook), and T-GATE's
+    ``cache`` attributes are dropped."""
+    missing = object()
+    before = {sub: (sub.__dict__.get("forward", missing), sub.__dict__.get("cache", missing))
+              for sub in module.modules()}
+    try:
+        yield
+    finally:
+        for sub, saved in before.items():
+            for name, value in zip(("forward", "cache"), saved):
+                if value is missing:
+                    sub.__dict__.pop(name, None)
+                else:
+                    sub.__dict__[name] = value
+
+
+@contextlib.contextmanager
+def tgate_context(pipe) -> Iterator[Callable]:
+    """T-GATE's pipeline call (``pipe.tgate``), with the attention forwards restored afterwards."""
+    import tgate
+
+    loader = {"sd": tgate.TgateSDLoader, "sdxl": tgate.TgateSDXLLoader, "pixart": tgate.TgatePixArtAlphaLoader}
+    with forwards_restored(denoiser(pipe)):
+        loader[family(pipe)](pipe)
+        try:
+            yield pipe.tgate
+        finally:
+            del pipe.tgate
+
+
+@contextlib.contextmanager
+def deepcache_context(pipe, interval: int) -> Iterator[Callable]:
+    """The stock call with DeepCache enabled (cache branch 0, uniform interval), disabled afterwards."""
+    from DeepCache import DeepCacheSDHelper
+
+    with forwards_restored(denoiser(pipe)):
+        helper = DeepCacheSDHelper(pipe=pipe)
+        helper.set_params(cache_interval=interval, cache_branch_id=0)
+        helper.enable()
+        try:
+            yield pipe.__call__
+        finally:
+            helper.disable()
