@@ -7,6 +7,8 @@ Blocks, between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` markers:
 - ``quality``: the embedded model's quality table (``results/model_quality.md``)
 - ``bench``: the acceleration benchmark table (``results/acceleration/full/bench.md`` when the
   full profile was run, else the quick one, saying which)
+- ``objectives``: the text-encoder objectives compared (``results/text_encoder_objectives.md``, from
+  ``scripts/text_encoder_objectives.py``)
 - ``runtimes``: expected runtimes on real models (``results/real_model_runtime_estimates.md``,
   from ``scripts/runtime_estimates.py``)
 
@@ -44,11 +46,15 @@ def bench() -> str:
             "model; this is the quick profile as notebook 06 ran it:\n\n" + quick.read_text().strip())
 
 
+def objectives() -> str:
+    return (RESULTS / "text_encoder_objectives.md").read_text().strip()
+
+
 def runtimes() -> str:
     return (RESULTS / "real_model_runtime_estimates.md").read_text().strip()
 
 
-BLOCKS = {"verdicts": verdicts, "quality": quality, "bench": bench, "runtimes": runtimes}
+BLOCKS = {"verdicts": verdicts, "quality": quality, "objectives": objectives, "bench": bench, "runtimes": runtimes}
 
 
 def update(text: str) -> str:

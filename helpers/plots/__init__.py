@@ -1,5 +1,5 @@
 """Figures: image grids and overlays (:mod:`.grids`), band analysis (:mod:`.bands`), benchmark (:mod:`.bench`)."""
 
-from .grids import image_grid, overlay, setup_style
+from .grids import explorer, image_grid, overlay, setup_style
 
-__all__ = ["image_grid", "overlay", "setup_style"]
+__all__ = ["explorer", "image_grid", "overlay", "setup_style"]

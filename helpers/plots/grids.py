@@ -103,3 +103,38 @@ def figure_png(fig, dpi: int = 90) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     return compress_png(buffer.getvalue())
+
+
+def explorer(draw, **controls):
+    """Widgets that redraw ``draw(**values)`` into an output area when the user changes one of them.
+
+    ``controls`` are ipywidgets (``name=widget``; sliders should have ``continuous_update=False`` so a
+    drag redraws once, on release). The first view is drawn as a normal cell output with the controls'
+    current values, and nothing is routed through an ``Output`` widget while a notebook runs headless
+    (``interact`` does that, and it can stall nbclient/nbmake). Returns the widget box, or ``None``
+    (static view only) when ipywidgets is not installed or ``controls`` is empty.
+    """
+    from IPython.display import display
+
+    try:
+        import ipywidgets as widgets
+    except ImportError:
+        widgets = None
+    values = {name: getattr(w, "value", w) for name, w in controls.items()}
+    if widgets is None or not controls:
+        draw(**values)
+        return None
+    out = widgets.Output()
+
+    def update(_change=None) -> None:
+        with out:
+            out.clear_output(wait=True)
+            draw(**{name: w.value for name, w in controls.items()})
+
+    for w in controls.values():
+        w.observe(update, names="value")
+    box = widgets.VBox([widgets.HBox(list(controls.values())), out])
+    box.update = update  # for tests and scripted use
+    display(box)
+    draw(**values)
+    return box
