@@ -159,13 +159,16 @@ less, so more of the gradient goes to the high-noise steps that decide shape, co
     notes = model_dir / "TRAINING_NOTES.md"
     if notes.exists():
         card += "\n" + notes.read_text()
-    card += """
-## Reproduce
+    objective = cfg.get("clip_objective", "eos_head")
+    reproduce_flags = ("" if objective == "clip" else
+                       "--set clip_objective=eos_head --set caption_filler=0 --set clip_steps=800"
+                       if objective == "eos_head" else f"--set clip_objective={objective}")
+    card += f"""\n## Reproduce
 ```bash
-python scripts/train_tiny_model.py            # about 85 minutes on 2 CPU cores; uses CUDA when present
+python scripts/train_tiny_model.py {reproduce_flags}           # about 85 minutes on 2 CPU cores; uses CUDA when present
 # or in pieces: `--stop-after vae` stops there, the same command without it goes on (checkpoints)
 python scripts/probe_tiny_model.py --unet      # during training: quick probe of the UNet checkpoint's EMA weights
-python scripts/evaluate_tiny_model.py         # writes results/model_quality.{json,md}
+python scripts/evaluate_tiny_model.py         # writes results/model_quality.{{json,md}}
 python scripts/write_model_card.py            # this file
 ```
 Checking a retrained model against the shipped one: `scripts/evaluate_tiny_model.py --model-id FOLDER`
