@@ -96,3 +96,26 @@ def test_objective_is_a_word_setting(parts):
     assert cfg["clip_objective"] == "identity" and module.PROFILES["full"]["clip_objective"] == "clip"
     with pytest.raises(SystemExit, match="clip_objective must be one of"):
         module.apply_overrides(module.PROFILES["smoke"], ["clip_objective=contrastive"])
+
+
+def test_hard_negative_groups_differ_in_one_attribute_only():
+    from helpers.toy import world
+
+    t = load_script("train_tiny_model")
+    scenes = world.dataset(3000, seed=0)
+    index = t.attribute_index(scenes)
+    idx, captions, group = t.clip_batch(scenes, index, np.random.default_rng(1), 64, 0.5, filler=0.0)
+    n_hard = int((group >= 0).sum())  # the last group may run past half the batch
+    assert len(idx) == len(captions) == len(group) == 64 and 32 <= n_hard < 32 + t.HARD_NEGATIVE_GROUP
+    assert (group[:n_hard] >= 0).all() and (group[n_hard:] == -1).all()
+    for k in set(group[:n_hard]):
+        g = idx[group == k]
+        assert len(g) >= 2
+        attrs = [scenes[i].attributes() for i in g]
+        differing = {k for k in attrs[0] if len({a[k] for a in attrs}) > 1}
+        assert len(differing) == 1 and differing <= set(t.HARD_NEGATIVE_ATTRIBUTES)
+        assert len({a[next(iter(differing))] for a in attrs}) == len(g)  # distinct values: true negatives
+    for i, c in zip(idx, captions):
+        assert world.named_attributes(c).items() <= scenes[i].attributes().items()
+    # version 3 draws no groups
+    assert t.VERSION_3["clip_hard_negatives"] == 0
