@@ -41,6 +41,9 @@ _EXPORTS: dict[str, str] = {
     "count_evaluations": "hooks.steps",
     "record_trajectory": "hooks.trajectory", "trajectory": "hooks.trajectory", "Trajectory": "hooks.trajectory",
     "kv_substitution": "hooks.kv", "generate_substituted": "hooks.kv",
+    "trace": "hooks.trace", "Trace": "hooks.trace",
+    "TextOffAfter": "hooks.callbacks", "GuidanceOffAfter": "hooks.callbacks", "SwitchAfter": "hooks.callbacks",
+    "FunctionCallback": "hooks.callbacks",
     # text
     "token_classes": "text.tokens", "pipeline_token_classes": "text.tokens", "TokenClasses": "text.tokens",
     "PromptTooLongError": "text.tokens",
@@ -50,6 +53,8 @@ _EXPORTS: dict[str, str] = {
     # guidance schedules
     "sample": "guidance", "TextWindow": "guidance", "Switch": "guidance", "AdaptiveStop": "guidance",
     "GuidanceRun": "guidance",
+    # long runs
+    "run_sweep": "sweeps", "sample_sweep": "sweeps",
     # analysis
     "class_mass": "analysis.mass", "class_mass_table": "analysis.mass", "relative_f1_table": "analysis.masks",
     "Scorer": "analysis.metrics",

@@ -20,14 +20,17 @@ Schedules (all run the stock pipeline call; its sampling loop is never copied):
   CFG stops after the first step at which ``||eps_c - eps_u|| / ||eps_u||`` falls
   below ``threshold``.
 
-Mechanisms (:mod:`helpers.hooks.cfg`), all diffusers extension points:
+Mechanisms, all diffusers extension points:
 
-* SD 1.x/2.x and SDXL, fixed schedules: a ``callback_on_step_end`` that at the end of
-  step ``k - 1`` replaces the batched ``prompt_embeds`` (and SDXL's
-  ``add_text_embeds``/``add_time_ids``) and sets ``pipe._guidance_scale`` to 1, the
-  pattern of diffusers' documented ``SDCFGCutoffCallback``.
+* SD 1.x/2.x and SDXL, fixed schedules: the public callbacks of :mod:`helpers.hooks.callbacks`
+  (:class:`~helpers.hooks.callbacks.TextOffAfter`, :class:`~helpers.hooks.callbacks.GuidanceOffAfter`,
+  :class:`~helpers.hooks.callbacks.SwitchAfter`): at the end of step ``k - 1`` they replace the
+  batched ``prompt_embeds`` (and SDXL's ``add_text_embeds``/``add_time_ids``) and set
+  ``pipe._guidance_scale`` to 1, the pattern of diffusers' ``SDCFGCutoffCallback``. A caller's own
+  ``callback_on_step_end`` runs after ours (``MultiPipelineCallbacks``).
 * PixArt-alpha (its pipeline has no ``callback_on_step_end`` in diffusers 0.42) and
-  the per-prompt adaptive stop: a forward pre-hook on the denoiser that passes on only
+  the per-prompt adaptive stop (:class:`helpers.hooks.cfg.DenoiserHooks`, also behind the
+  callbacks' ``hooked(pipe)``): a forward pre-hook on the denoiser that passes on only
   the batch rows still needed, and a forward hook that puts the ``2B`` rows back (a
   stopped prompt gets its kept prediction in both halves, so the pipeline's own CFG
   line ``u + w (c - u)`` returns it exactly).
@@ -49,7 +52,8 @@ import numpy as np
 import torch
 
 from .generation import for_each_batch
-from .hooks.cfg import CutoffCallback, DenoiserHooks
+from .hooks.callbacks import GuidanceOffAfter, SwitchAfter, TextOffAfter, compose
+from .hooks.cfg import DenoiserHooks
 from .loading import denoiser, family
 from .text.conditioning import EncodedPrompt, pipeline_inputs
 from .text.tokens import check_prompts
@@ -297,18 +301,6 @@ def _check(pipe, schedule: Schedule, steps: int, guidance_scale: float) -> None:
         raise GuidanceScheduleError("this UNet is guidance-distilled (time_cond_proj_dim): it runs without CFG")
 
 
-def _tensor_names(fam: str) -> list[str]:
-    return ["prompt_embeds", "add_text_embeds", "add_time_ids"] if fam == "sdxl" else ["prompt_embeds"]
-
-
-def _chain(ours, user):
-    """Our step-end callback, then the caller's own (it sees, and may change, what ours returned)."""
-    def both(pipe, step_index, timestep, callback_kwargs):
-        callback_kwargs = ours(pipe, step_index, timestep, callback_kwargs)
-        return user(pipe, step_index, timestep, callback_kwargs) or callback_kwargs
-    return both
-
-
 def _run_chunk(pipe, cond: _Batch, schedule: Schedule, latents: torch.Tensor, steps: int,
                guidance_scale: float, record: bool, pipe_kwargs: dict) -> tuple[np.ndarray, DenoiserHooks]:
     """One pipeline call for one chunk of prompts under ``schedule``."""
@@ -332,19 +324,17 @@ def _run_chunk(pipe, cond: _Batch, schedule: Schedule, latents: torch.Tensor, st
             substitute = (k, {"encoder_hidden_states": batched["prompt_embeds"],
                               "encoder_attention_mask": batched["encoder_attention_mask"]})
         elif k < steps:
-            callback = CutoffCallback(k - 1, batch, None, second.batched(), _tensor_names(fam)[:2])
+            batched = second.batched()
+            callback = SwitchAfter(k, batched["prompt_embeds"], batched.get("add_text_embeds"))
     elif isinstance(schedule, TextWindow) and k < steps:
         if fam == "pixart":
             policy = lambda step: [schedule.variant if step >= k else None] * batch  # noqa: E731
         else:
-            callback = CutoffCallback(k - 1, batch, schedule.variant, None, _tensor_names(fam))
+            callback = (TextOffAfter if schedule.variant == "uncond" else GuidanceOffAfter)(k, pipe)
     hooks = DenoiserHooks(batch, steps, policy, substitute, adaptive, record)
-    if callback is not None:
-        user = call.pop("callback_on_step_end", None)
-        names = list(dict.fromkeys(callback.tensor_inputs + list(call.pop("callback_on_step_end_tensor_inputs", None)
-                                                                  or (["latents"] if user is not None else []))))
-        call.update(callback_on_step_end=callback if user is None else _chain(callback, user),
-                    callback_on_step_end_tensor_inputs=names)
+    if callback is not None:  # ours first, then the caller's own (a function or a PipelineCallback)
+        user, names = call.pop("callback_on_step_end", None), call.pop("callback_on_step_end_tensor_inputs", None)
+        call["callback_on_step_end"] = compose(callback, user, names)
     with hooks.installed(denoiser(pipe)):
         images = pipe(**kwargs, **call).images
     return images, hooks

@@ -30,16 +30,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from helpers import stats  # noqa: E402
-from helpers.analysis.alignment import load_s_prompt_set  # noqa: E402
+from helpers.analysis.influence import differing_pairs, run_conditions  # noqa: E402
 from helpers.analysis.mass import class_mass  # noqa: E402
 from helpers.analysis.metrics import Scorer  # noqa: E402
 from helpers.generation import generate  # noqa: E402
 from helpers.hooks.attention import record_attention  # noqa: E402
 from helpers.loading import load_pipeline  # noqa: E402
-from helpers.text.surgery import encode, generate_from_embeddings, replace_tokens, switch_eos  # noqa: E402
 from helpers.text.tokens import pipeline_token_classes  # noqa: E402
 
-CONDITIONS = ("A", "B", "switch all", "switch real [EOS]", "switch padding", "zero words", "zero [EOS] class")
+#: This script's labels -> the conditions of helpers.analysis.influence (switch and zero tests of one class).
+CONDITIONS = {"A": "A", "B": "B", "switch all": "switch [EOS] class", "switch real [EOS]": "switch real [EOS]",
+              "switch padding": "switch padding", "zero words": "zero words", "zero [EOS] class": "zero [EOS] class"}
 
 
 def measure(model: str, n_pairs: int = 60, steps: int = 30, seed: int = 0, guidance: float = 7.5,
@@ -48,22 +49,10 @@ def measure(model: str, n_pairs: int = 60, steps: int = 30, seed: int = 0, guida
     t0 = time.time()
     pipe = load_pipeline(model)
     scorer = Scorer(evaluator_path=evaluator) if evaluator else Scorer()  # one ruler for every model
-    pairs = [p for p in load_s_prompt_set() if p.source.attributes.get("shape") != p.target.attributes.get("shape")
-             and p.source.attributes.get("shape") and p.target.attributes.get("shape")][:n_pairs]
-    a = [encode(pipe, p.source.prompt) for p in pairs]
-    b = [encode(pipe, p.target.prompt) for p in pairs]
-    conds = {
-        "A": a, "B": b,
-        "switch all": [switch_eos(x, y) for x, y in zip(a, b)],
-        "switch real [EOS]": [switch_eos(x, y, part="eos") for x, y in zip(a, b)],
-        "switch padding": [switch_eos(x, y, part="padding") for x, y in zip(a, b)],
-        "zero words": [replace_tokens(x, "semantic", "zero") for x in a],
-        "zero [EOS] class": [replace_tokens(x, "eos", "zero") for x in a],
-    }
-    readings = {}
-    for name, prompts in conds.items():
-        images = generate_from_embeddings(pipe, prompts, seed=seed, num_inference_steps=steps, guidance_scale=guidance)
-        readings[name] = scorer.attributes(images)
+    pairs = differing_pairs("toy", n=n_pairs, attribute="shape")
+    run = run_conditions(pipe, pairs, read=scorer.attributes, conditions=list(CONDITIONS.values()), seed=seed,
+                         num_inference_steps=steps, guidance_scale=guidance)
+    readings = {label: run.readings[name] for label, name in CONDITIONS.items()}
     shape_a = [p.source.attributes["shape"] for p in pairs]
     shape_b = [p.target.attributes["shape"] for p in pairs]
     color_a = [p.source.attributes.get("color") for p in pairs]

@@ -54,6 +54,13 @@ def clip_text(cfg: dict, log: dict) -> str:
         text += (f"{filler:.0%} of the training captions (CLIP and UNet) are lengthened with filler words that name "
                  "no attribute (`helpers.toy.world.lengthen`), so that the real [EOS] lands anywhere up to position "
                  "76 and every position embedding is trained through caption lengths, as a large-scale CLIP's are. ")
+    hard = float(cfg.get("clip_hard_negatives", 0) or 0)
+    if hard > 0:
+        text += (f"{hard:.0%} of each CLIP batch comes in hard-negative groups: up to 4 scenes equal in every "
+                 "attribute but one (position 40% of the groups, shape 20%, colour and pattern 15% each, size 10%), "
+                 "captioned with one full template, so the same contrastive loss can tell them apart only by that "
+                 "attribute (a data choice, not an objective: random batches of 128 are told apart by colour and "
+                 "shape long before position). ")
     if stage.get("final_loss") is not None:
         text += f"Final contrastive loss {stage['final_loss']:.3f}"
         if stage.get("final_aux_loss") is not None:
@@ -161,11 +168,12 @@ less, so more of the gradient goes to the high-noise steps that decide shape, co
         card += "\n" + notes.read_text()
     objective = cfg.get("clip_objective", "eos_head")
     reproduce_flags = ("" if objective == "clip" else
-                       "--set clip_objective=eos_head --set caption_filler=0 --set clip_steps=800"
+                       "--set clip_objective=eos_head --set caption_filler=0 --set clip_steps=800 --set clip_hard_negatives=0"
                        if objective == "eos_head" else f"--set clip_objective={objective}")
+    total_min = f"about {sum(st['seconds'] for st in log['stages'].values()) / 60:.0f} minutes"
     card += f"""\n## Reproduce
 ```bash
-python scripts/train_tiny_model.py {reproduce_flags}           # about 85 minutes on 2 CPU cores; uses CUDA when present
+python scripts/train_tiny_model.py {reproduce_flags}           # {total_min} on 2 CPU cores (this run's stages); uses CUDA when present
 # or in pieces: `--stop-after vae` stops there, the same command without it goes on (checkpoints)
 python scripts/probe_tiny_model.py --unet      # during training: quick probe of the UNet checkpoint's EMA weights
 python scripts/evaluate_tiny_model.py         # writes results/model_quality.{{json,md}}

@@ -23,3 +23,15 @@ def test_toy_prompt_set_has_ground_truth():
     assert len(records) >= 100
     assert all({"shape", "color", "size", "position", "pattern"} <= set(r.attributes) for r in records)
     assert any(r.held_out for r in records)
+
+
+def test_show_saves_the_figure_and_closes_it(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    monkeypatch.setattr(notebook, "RESULTS_DIR", tmp_path)
+    ctx = notebook.start("quick", None, 0, name="test_show", load=False)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    assert ctx.show(fig, "line") is None
+    assert (ctx.results_dir / "line.png").stat().st_size > 0
+    assert not plt.fignum_exists(fig.number)

@@ -6,11 +6,13 @@
   and the variation ratio ``||x_t_band - x0_band|| / ||x0_band||`` (Fig 2c, noising).
 * :func:`denoising_trajectory` + :func:`trajectory_variation`: the same ratios along the
   real sampling trajectory (:func:`helpers.hooks.trajectory.trajectory`; Fig 2c, denoising).
+* :func:`cutoff_sweep`: the SNR crossings for several cutoffs; :func:`to_final_by_progress`: the
+  denoising ratio against the fraction of steps done.
 * :func:`proposition1`: the numerical check that Gaussian noise spreads its energy evenly
-  over all frequencies while images concentrate theirs at low frequencies.
+  over all frequencies while images concentrate theirs at low frequencies (planes: :func:`noise_planes`).
 
 The VAE (ground-truth renders into latents and back) is :mod:`helpers.latents`; the figures
-are :mod:`helpers.plots.bands`.
+are :mod:`helpers.plots.bands`; notebook 02's sizes, samples and checks :mod:`helpers.analysis.band_study`.
 
 >>> sched = forward_scheduler(pipe)
 >>> table = noising_bands(sched, x0, cutoff=0.25)
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -181,6 +183,37 @@ def snr_crossings(table: pd.DataFrame, per_sample: bool = False) -> dict[str, fl
     return {band: result[band] for band in BANDS if band in result}
 
 
+def cutoff_sweep(
+    scheduler,
+    sources: Mapping[str, torch.Tensor],
+    cutoffs: Iterable[float],
+    mask: str = "ideal",
+    timesteps: Sequence[int] | np.ndarray | None = None,
+    seed: int = 0,
+    measured: Mapping[float, Mapping[str, pd.DataFrame]] | None = None,
+) -> pd.DataFrame:
+    """How much the SNR crossings depend on the cutoff: one row per (cutoff, source), cutoffs in increasing order.
+
+    Columns: the crossing timesteps of the mean curves (``t_cross low`` / ``t_cross high``,
+    :func:`snr_crossings`), the share of samples whose own low band crosses later than their own
+    high band, and the share of frequency bins in the low band. Each source is noised with
+    :func:`noising_bands` at ``timesteps`` (``seed``), except where ``measured[cutoff][source]`` already
+    holds its table (used as it is, e.g. the main cutoff's finer grid). Rounded to 3 decimals.
+    """
+    measured = measured or {}
+    rows = []
+    for cutoff in sorted(set(cutoffs)):
+        for name, x0 in sources.items():
+            table = (measured[cutoff][name] if cutoff in measured
+                     else noising_bands(scheduler, x0, timesteps, cutoff, mask, seed=seed))
+            cross = snr_crossings(table)
+            per = snr_crossings(table, per_sample=True)
+            rows.append({"cutoff": cutoff, "source": name, "t_cross low": cross["low"], "t_cross high": cross["high"],
+                         "samples low later": float((per["low"] > per["high"]).mean()),
+                         "bins in low band": fft.band_fraction(*x0.shape[-2:], cutoff)})
+    return pd.DataFrame(rows).set_index(["cutoff", "source"]).round(3)
+
+
 def band_snapshot(
     scheduler, x0: torch.Tensor, noise: torch.Tensor, t: int, cutoff: float = 0.25, mask: str = "ideal"
 ) -> dict[str, torch.Tensor | dict[str, float]]:
@@ -253,6 +286,20 @@ def step_where_settled(table: pd.DataFrame, threshold: float = 0.5) -> dict[str,
         below = g[g["to_final"] < threshold]["step"]
         out[band] = float(below.iloc[0]) / total if len(below) else float("nan")
     return {band: out[band] for band in BANDS if band in out}
+
+
+def to_final_by_progress(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean ``to_final`` ratio (:func:`trajectory_variation`) per band (columns) against the fraction of
+    sampling steps done (index ``progress``, rounded to 0.01); rounded to 3 decimals."""
+    progress = table.assign(progress=(table.step / table.step.max()).round(2))
+    return progress.groupby(["progress", "band"])["to_final"].mean().unstack().round(3)
+
+
+def noise_planes(seed: int, **shapes: Sequence[int]) -> dict[str, torch.Tensor]:
+    """Standard normal tensors of the given shapes (``name=shape``), drawn in that order from one generator
+    seeded with ``seed``: ``noise_planes(1, latent=(2000, 16, 16), pixel=(500, 64, 64))``."""
+    g = torch.Generator().manual_seed(seed)
+    return {name: torch.randn(tuple(shape), generator=g) for name, shape in shapes.items()}
 
 
 def max_power_bound(height: int, width: int, delta: float) -> float:

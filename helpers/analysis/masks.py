@@ -5,6 +5,14 @@
   by their difference from the plain background colour, and IoU curves of x̂0 along a trajectory.
 * :func:`relative_f1_table` -- F1 of each object token's binarised map against the final object
   region, per step, as a long table.
+* :func:`auroc`, :func:`auroc_table`, :func:`random_map_auroc`, :func:`auroc_chance`, :func:`auroc_by_step` --
+  the threshold-free counterpart: the AUROC of each map (object token, real [EOS], [EOS] class) against
+  the object mask (:func:`reference_masks`), per step, with the chance level of random maps;
+  :func:`renormalize_over_words` divides every map by the words' total at each pixel (as DAAM does)
+  before it is scored.
+
+>>> refs = reference_masks(rec, records, [foreground_mask(im) for im in images])
+>>> by_step = auroc_by_step(auroc_table(rec, records, refs), auroc_chance(refs, (8, 8)))
 """
 
 from __future__ import annotations
@@ -15,8 +23,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..text.tokens import pipeline_token_classes
+from .. import stats
+from ..text.tokens import TokenClasses, pipeline_token_classes
 from .mass import Size, token_map
+
+#: Maps scored by :func:`auroc_table` besides each object token's.
+AUROC_KINDS = ("object", "real [EOS]", "[EOS] class")
+#: Map normalisations of :func:`auroc_table`: raw attention, or renormalised over the word tokens.
+NORMALIZATIONS = ("none", "words")
 
 
 class MaskError(ValueError):
@@ -182,3 +196,190 @@ def settled_step(curve: Sequence[float], level: float = 0.9) -> int | None:
     if not below.size:
         return 0
     return int(below[-1]) + 1 if below[-1] + 1 < len(curve) else None
+
+
+# ------------------------------------------------------------------ threshold-free: AUROC of maps
+def _auroc_rows(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """AUROC of each row of ``scores`` ``(k, pixels)`` against one boolean ``mask`` ``(pixels,)`` (ties: half)."""
+    from scipy.stats import rankdata
+
+    mask = np.asarray(mask, bool).ravel()
+    n_pos = int(mask.sum())
+    n_neg = mask.size - n_pos
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1, mask.size)
+    if n_pos == 0 or n_neg == 0:
+        return np.full(len(scores), np.nan)
+    ranks = rankdata(scores, axis=1)  # average ranks of ties
+    return (ranks[:, mask].sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def auroc(heat: np.ndarray | torch.Tensor, mask: np.ndarray) -> float:
+    """Area under the ROC curve of a heat map as a pixel classifier of ``mask`` (threshold-free).
+
+    The probability that a random object pixel scores higher than a random background pixel (ties count
+    half): 0.5 for a map unrelated to the object, 1 for a perfect outline. The map is upsampled bilinearly
+    to the mask's size. NaN when the mask is empty or full.
+    """
+    mask = np.asarray(mask, bool)
+    heat = np.asarray(heat, dtype=np.float32)
+    if heat.shape != mask.shape:
+        heat = upsample(heat, tuple(mask.shape))
+    return float(_auroc_rows(heat[None], mask)[0])
+
+
+def renormalize_over_words(maps: torch.Tensor, classes: TokenClasses, eps: float = 1e-8) -> torch.Tensor:
+    """``maps[..., tokens, h, w]`` divided at each pixel by the sum of the word tokens' maps (DAAM's normalisation).
+
+    A word's renormalised map is its share of the attention the words get at that pixel; other tokens'
+    maps are divided by the same total. With a single word token its map becomes constant.
+    """
+    if not classes.semantic:
+        raise MaskError(f"{classes.prompt!r} has no word tokens to renormalise over")
+    maps = maps.float()
+    total = maps[..., list(classes.semantic), :, :].sum(dim=-3, keepdim=True)
+    return maps / (total + eps)
+
+
+def _kind_positions(classes: TokenClasses, word: str) -> dict[str, Sequence[int]]:
+    return {"object": classes.positions_of(word), "real [EOS]": classes.eos[:1], "[EOS] class": classes.eos_class}
+
+
+def reference_masks(rec, records: Sequence, references: Sequence[np.ndarray] | None = None,
+                    threshold: str | float = "mean", resolution: int | Size | None = None) -> list[np.ndarray]:
+    """The object mask of each sample that :func:`auroc_table` scores against (and its chance level uses).
+
+    ``references`` as given (one boolean mask per sample), or, when ``None``, the first object word's
+    raw map at the last step binarised by ``threshold``, at the map's own size.
+    """
+    maps = rec.maps(resolution)
+    if maps.shape[1] != len(records):
+        raise MaskError(f"{maps.shape[1]} samples were recorded but {len(records)} prompt records were given")
+    if references is not None:
+        if len(references) != len(records):
+            raise MaskError(f"{len(references)} reference masks for {len(records)} samples")
+        return [np.asarray(r, bool) for r in references]
+    out = []
+    for i, record in enumerate(records):
+        classes = pipeline_token_classes(rec.pipe, record.prompt)
+        word = object_words(record.attributes)[0]
+        out.append(binarize(token_map(maps[-1, i], classes.positions_of(word)).numpy(), threshold))
+    return out
+
+
+def auroc_table(
+    rec,
+    records: Sequence,
+    references: Sequence[np.ndarray] | None = None,
+    threshold: str | float = "mean",
+    resolution: int | Size | None = None,
+    normalizations: Sequence[str] = NORMALIZATIONS,
+    kinds: Sequence[str] = AUROC_KINDS,
+):
+    """AUROC per step of each object token's map, and of the [EOS] maps beside it, against the object mask.
+
+    Args:
+        rec: a per-step :class:`helpers.hooks.attention.AttentionRecorder` of ``len(records)`` samples.
+        records: prompt records (their object words, :func:`object_words`).
+        references: one boolean object mask per sample (e.g. :func:`foreground_mask` of the final
+            image). ``None``: the first object token's binarised (``threshold``) raw map at the last step,
+            at the map's own size (for real images without a segmenter; then the object token's last-step
+            AUROC is near 1 by construction and only the [EOS] maps and earlier steps are informative).
+        resolution: which maps (``None``: all recorded sizes averaged).
+        normalizations: ``"none"`` (the recorded attention) and/or ``"words"`` (:func:`renormalize_over_words`).
+        kinds: ``"object"`` (each object word's map; one row per word), ``"real [EOS]"``, ``"[EOS] class"``
+            (the sum of the real [EOS]'s and the padding's maps; one row per sample).
+
+    Columns: ``sample, prompt, kind, word, normalization, step, auroc`` (NaN where the mask is empty or full).
+    """
+    import pandas as pd
+
+    bad = [n for n in normalizations if n not in NORMALIZATIONS] + [k for k in kinds if k not in AUROC_KINDS]
+    if bad:
+        raise MaskError(f"unknown normalization or kind {bad}: choose from {NORMALIZATIONS} and {AUROC_KINDS}")
+    maps = rec.maps(resolution)
+    refs = reference_masks(rec, records, references, threshold, resolution)
+    rows = []
+    for i, (record, ref) in enumerate(zip(records, refs)):
+        classes = pipeline_token_classes(rec.pipe, record.prompt)
+        words = list(dict.fromkeys(object_words(record.attributes)))
+        for norm in normalizations:
+            sample = maps[:, i] if norm == "none" else renormalize_over_words(maps[:, i], classes)
+            for kind in kinds:
+                for word in (words if kind == "object" else [None]):
+                    positions = _kind_positions(classes, word or words[0])[kind]
+                    if not positions:
+                        continue
+                    heat = upsample(token_map(sample, positions).numpy(), tuple(ref.shape))  # (steps, H, W)
+                    values = _auroc_rows(heat.reshape(len(heat), -1), ref)
+                    rows += [(i, record.prompt, kind, word, norm, s, float(v)) for s, v in enumerate(values)]
+    return pd.DataFrame(rows, columns=["sample", "prompt", "kind", "word", "normalization", "step", "auroc"])
+
+
+def random_map_auroc(reference: np.ndarray, map_size: Size, n_draws: int = 200, seed: int = 0) -> np.ndarray:
+    """Chance AUROC: of ``n_draws`` random maps against ``reference``, one value per draw.
+
+    Each random map has i.i.d. uniform cells at the attention's own ``map_size`` and is upsampled
+    bilinearly like a real map, so its spread reflects how coarse the maps are and how large the
+    object is. Its expectation is 0.5 exactly; the draws give the interval a single map falls in
+    by chance (numpy ``default_rng(seed)``).
+    """
+    ref = np.asarray(reference, bool)
+    if not ref.any() or ref.all():
+        raise MaskError("the reference mask is empty or full: the AUROC of any map is undefined")
+    rng = np.random.default_rng(seed)
+    draws = rng.random((n_draws, *map_size), dtype=np.float32)
+    return _auroc_rows(upsample(draws, tuple(ref.shape)).reshape(n_draws, -1), ref)
+
+
+def auroc_chance(references: Sequence[np.ndarray], map_size: Size, n_draws: int = 200, seed: int = 0,
+                 level: float = 0.95):
+    """Per sample, the chance AUROC of :func:`random_map_auroc`: its mean and the central ``level`` range of the draws.
+
+    Columns ``sample, chance, lo, hi`` (NaN for an empty or full reference). The mean over samples with a t
+    interval (:func:`helpers.stats.mean_ci`) is the chance level beside a mean AUROC, as the chance F1 of
+    random masks is for the F1 (``helpers.verdicts.shape_first``).
+    """
+    import pandas as pd
+
+    rows = []
+    for i, ref in enumerate(references):
+        ref = np.asarray(ref, bool)
+        if not ref.any() or ref.all():
+            rows.append((i, np.nan, np.nan, np.nan))
+            continue
+        draws = random_map_auroc(ref, map_size, n_draws, seed + i)
+        lo, hi = np.quantile(draws, [0.5 - level / 2, 0.5 + level / 2])
+        rows.append((i, float(draws.mean()), float(lo), float(hi)))
+    return pd.DataFrame(rows, columns=["sample", "chance", "lo", "hi"])
+
+
+def _estimate(values, level: float) -> tuple[float, float, float, int]:
+    x = np.asarray(values, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    if x.size < 2:
+        return (float(x[0]) if x.size else np.nan), np.nan, np.nan, int(x.size)
+    e = stats.mean_ci(x, level)
+    return e.value, e.lo, e.hi, e.n
+
+
+def auroc_by_step(table, chance=None, level: float = 0.95):
+    """Mean AUROC per ``normalization, kind, step`` with a t interval over maps (n = maps scored).
+
+    ``chance`` (an :func:`auroc_chance` table) adds the rows of kind ``"chance"``: the mean of the
+    per-sample chance AUROCs with its t interval (the same at every step), and ``single_lo`` /
+    ``single_hi``, the mean central range of one random map.
+    """
+    import pandas as pd
+
+    rows = []
+    for (norm, kind, step), g in table.groupby(["normalization", "kind", "step"], sort=True):
+        m, lo, hi, n = _estimate(g["auroc"], level)
+        rows.append({"normalization": norm, "kind": kind, "step": int(step), "mean": m, "lo": lo, "hi": hi, "n": n})
+    if chance is not None and len(table):
+        m, lo, hi, n = _estimate(chance["chance"], level)
+        single = chance[["lo", "hi"]].mean()
+        for norm in table["normalization"].unique():
+            rows += [{"normalization": norm, "kind": "chance", "step": int(s), "mean": m, "lo": lo, "hi": hi, "n": n,
+                      "single_lo": float(single["lo"]), "single_hi": float(single["hi"])}
+                     for s in sorted(table["step"].unique())]
+    return pd.DataFrame(rows)

@@ -1,13 +1,24 @@
-"""Summaries of an acceleration benchmark run (:mod:`helpers.bench.acceleration`): tables and the front."""
+"""Summaries of an acceleration benchmark run (:mod:`helpers.bench.acceleration`): tables, the front, the verdict.
+
+>>> folder, full = finished_run(model_id)            # the full profile's results, else a quick run now
+>>> table, meta = load_results(folder)
+>>> head = registered_row(table, folder)             # the pre-registered row of the rule shared with notebook 05
+>>> summary = benchmark_summary(table, at_paper_a(table), quality_column(table), 2.0, full=full) | head.summary()
+>>> v, reason = acceleration_verdict(head, table, folder, meta, quality_column(table), 2.0)
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
+from .. import verdicts
+from ..stats import Estimate, saved_latency
 from .acceleration import PAPER_A_FRACTION
 
 
@@ -91,3 +102,153 @@ def load_results(folder: Path) -> tuple[pd.DataFrame, dict]:
     if not (folder / "bench.csv").exists():
         raise FileNotFoundError(f"no benchmark results in {folder}; run scripts/bench_acceleration.py")
     return pd.read_csv(folder / "bench.csv"), json.loads((folder / "meta.json").read_text())
+
+
+def finished_run(model_id: str | None, seed: int = 0, rerun: bool = False,
+                 log: Callable[[str], None] = print) -> tuple[Path, bool]:
+    """The run to summarise: ``(folder, True)`` when the full profile's results of ``model_id`` exist
+    (written by ``scripts/bench_acceleration.py --profile full``) and not ``rerun``; else the benchmark's
+    quick profile with ``seed``, run now: ``(its folder, False)``. ``log`` says which, before any run."""
+    from . import acceleration as acc
+
+    full_dir = acc.results_dir("full", model_id)
+    if (full_dir / "bench.csv").exists() and not rerun:
+        log(f"Showing the FULL-profile results read from {full_dir} (not re-measured by this run).")
+        return full_dir, True
+    log("No full-profile results for this model: running the benchmark's QUICK profile now.")
+    return acc.run_benchmark(dataclasses.replace(acc.PROFILES["quick"], seed=seed), model_id), False
+
+
+def quality_column(table: pd.DataFrame) -> str:
+    """The quality measure of a run: attribute accuracy where the evaluator applies (toy world), else
+    Image-CLIPScore."""
+    has_accuracy = table.get("attribute_accuracy", pd.Series(dtype=float)).notna().any()
+    return "attribute_accuracy" if has_accuracy else "image_clip_score"
+
+
+def paper_method_rows(table: pd.DataFrame, quality_col: str, max_drop: float = 2.0, min_saving: float = 25.0
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The paper's method (kind ``uncond``, every k) with ``drop``, its quality below full CFG of its block,
+    and those of its rows that save at least ``min_saving`` % within ``max_drop`` points (exploration)."""
+    ours = table[table["kind"] == "uncond"]
+    base = table[table["kind"] == "baseline"].set_index(["sampler", "steps"])[quality_col]
+    ours = ours.assign(drop=[base[s, n] - q for s, n, q in zip(ours["sampler"], ours["steps"], ours[quality_col])])
+    return ours, ours[(ours["saved_latency"] >= min_saving) & (ours["drop"] <= max_drop)]
+
+
+def benchmark_summary(table: pd.DataFrame, paper: pd.DataFrame, quality_col: str, max_drop: float = 2.0, *,
+                      full: bool) -> dict[str, Any]:
+    """The exploration summary of a run (every text window, best of many: never the verdict).
+
+    ``paper``: :func:`at_paper_a` of the largest N; ``full``: whether the run is the full profile's
+    (read) or a quick one (run now). Keys: source, quality metric, saving and limit at the paper's a per
+    sampler, the gap limit − measured of the paper's method (max and mean), the fastest method within
+    ``max_drop`` points per block (:func:`best_tradeoff`), on how many blocks the adaptive stop is on the
+    Pareto front, and how many of the paper's rows save >= 25% within ``max_drop``.
+    """
+    ours, paper_ok = paper_method_rows(table, quality_col, max_drop)
+    gap = ours["limit"] - ours["saved_latency"]
+    best = best_tradeoff(table, max_drop, quality_col)
+    on_front = [bool((pareto_front(block, "saved_latency", quality_col)["kind"] == "adaptive").any())
+                for _, block in table.groupby(["sampler", "steps"])]
+    return {
+        "source": "full profile (read)" if full else "quick profile (run now)",
+        "quality metric": quality_col,
+        "saving at paper's a (per sampler)": dict(zip(paper["sampler"], paper["saved latency %"].round(1))),
+        "limit at paper's a": dict(zip(paper["sampler"], paper["limit %"].round(1))),
+        "max gap limit - measured (points)": float(gap.max()), "mean gap": float(gap.mean()),
+        "exploration: best within MAX_DROP": {f"{r['sampler']} N={r['steps']}":
+                                              f"{r['method']}: {r['saved_latency']:.1f}%" for _, r in best.iterrows()},
+        "adaptive on the Pareto front (blocks)": f"{sum(on_front)}/{len(on_front)}",
+        "exploration: paper-method rows with >=25% saved and within MAX_DROP": f"{len(paper_ok)} of {len(ours)}",
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class RegisteredRow:
+    """The row of a run that the rule shared by notebooks 05 and 06 judges (:func:`registered_row`)."""
+
+    rule: Mapping[str, Any]  # ``helpers.verdicts.RULES["text_removal"]``
+    n_steps: int  # N of the row: the rule's, else the run's largest DDIM N (then exploratory)
+    k: int  # text steps, round(k_fraction * N)
+    row: pd.Series  # the method's row of the table
+    baseline: pd.Series  # full CFG in the same block
+    latency: Estimate  # saved latency, mean of same-round ratios with a t interval (times.csv)
+
+    @property
+    def stands_in(self) -> bool:
+        """True when the run lacks the rule's N and the largest DDIM N stands in (exploratory)."""
+        return self.n_steps != self.rule["n_steps"]
+
+    def summary(self) -> dict[str, str]:
+        """The row and its saved latency, as the last keys of the run's summary."""
+        return {"pre-registered row": f"{self.row['method']} ({self.rule['sampler']}, N={self.n_steps})",
+                "saved latency (t over rounds)": str(self.latency)}
+
+
+def registered_row(table: pd.DataFrame, folder: Path) -> RegisteredRow:
+    """The pre-registered row of ``helpers.verdicts.RULES["text_removal"]`` in a run: DDIM, N = 50,
+    k = N/2, text removed (``uncond``); the run's largest DDIM N where it has no N = 50. Its saved latency
+    is read from ``folder/times.csv`` (:func:`helpers.stats.saved_latency`). Raises ``ValueError`` without it."""
+    rule = verdicts.RULES["text_removal"]
+    ddim = table[table["sampler"].astype(str).str.lower() == rule["sampler"]]
+    n_steps = rule["n_steps"] if (ddim["steps"] == rule["n_steps"]).any() else int(ddim["steps"].max())
+    k = int(round(rule["k_fraction"] * n_steps))
+    block = ddim[ddim["steps"] == n_steps]
+    reg = block[(block["kind"] == rule["variant"]) & (block["k"] == k)]
+    if reg.empty:
+        raise ValueError(f"The benchmark has no {rule['sampler']} row with the text removed after k={k} "
+                         f"of N={n_steps}.")
+    row, baseline = reg.iloc[0], block[block["kind"] == "baseline"].iloc[0]
+    latency = saved_latency(pd.read_csv(Path(folder) / "times.csv"), row["method"], sampler=rule["sampler"],
+                            steps=n_steps)
+    return RegisteredRow(rule=rule, n_steps=n_steps, k=k, row=row, baseline=baseline, latency=latency)
+
+
+def acceleration_verdict(head: RegisteredRow, table: pd.DataFrame, folder: Path, meta: Mapping[str, Any],
+                         quality_col: str, max_drop: float = 2.0) -> tuple[verdicts.Verdict, str | None]:
+    """Notebook 06's verdict: ``(verdict, inconclusive reason or None)`` for ``NotebookContext.report``.
+
+    Where the run has the rule's per-prompt scores (``rule_per_prompt.csv``, full profile) at the rule's N,
+    the shared rule :func:`helpers.verdicts.text_removal_keeps_quality` on them (CLIPScore standing in,
+    and the reason given, on a model without attribute ground truth); else an INCONCLUSIVE
+    :class:`helpers.verdicts.Verdict` whose sentence reports the row's saving, quality and L1, and the
+    exploration (paper-method rows saving >= 25% within ``max_drop``).
+    """
+    rule, row, base_row, n_reg, k_reg = head.rule, head.row, head.baseline, head.n_steps, head.k
+    ours, paper_ok = paper_method_rows(table, quality_col, max_drop)
+    rule_file = Path(folder) / "rule_per_prompt.csv"
+    if rule_file.exists() and not head.stands_in:  # the shared rule on the benchmark's own per-prompt scores
+        rule_table = pd.read_csv(rule_file)
+        has_value = rule["value"] in rule_table
+        v = verdicts.text_removal_keeps_quality(rule_table, latency=head.latency,
+                                                **({} if has_value else {"value": "CLIPScore"}))
+        return v, (None if has_value else
+                   "no attribute ground truth on this model: CLIPScore stands in for the pre-registered measure")
+    n_prompts = meta["config"]["n_prompts"]
+    if quality_col == "attribute_accuracy":
+        q_text = (f"attribute accuracy {row['attribute_accuracy']:.1f}% vs {base_row['attribute_accuracy']:.1f}% with "
+                  f"full CFG ({row['attribute_accuracy'] - base_row['attribute_accuracy']:+.1f} points)")
+    else:
+        q_text = f"Image-CLIPScore {row['image_clip_score']:.1f} to the full-CFG images"
+    note = ("" if not head.stands_in else f"; {rule['sampler'].upper()} {rule['n_steps']} is not in this run, so the "
+            f"profile's N={n_reg} stands in (exploratory)")
+    claim = "Removing the text for the final steps keeps the prompt's attributes"
+    rule_text = (f"paired t (same seeds) of {rule['value']}, full CFG minus text removed after "
+                 f"k = {rule['k_fraction']:g} N ({rule['sampler'].upper()} {rule['n_steps']}, {rule['variant']}): "
+                 f"interval inside ±{rule['margin']:g} pp")
+    sentence = (f"{claim} (the paper's acceleration): at the pre-registered setting ({rule['sampler'].upper()}, "
+                f"N={n_reg}, k={k_reg}, a={n_reg - k_reg}{note}) removing the text saves {head.latency} of the "
+                f"wall-clock time (mean of same-round ratios; median {row['saved_latency']:.1f}%, "
+                f"UNet-call limit {row['limit']:.1f}%, paper: 25%+) with {q_text}, L1 {row['l1']:.3f} to the full-CFG "
+                f"images (means over {n_prompts} prompts, no interval); exploration, not the verdict: "
+                f"{len(paper_ok)} of {len(ours)} text windows save >= 25% within {max_drop:g} points (best of many). "
+                f"Rule: {rule_text}. "
+                "Verdict: INCONCLUSIVE — the shared rule needs the benchmark's per-prompt scores of the "
+                "pre-registered setting (rule_per_prompt.csv, written by the full profile of "
+                "scripts/bench_acceleration.py), which this run does not have.")
+    details = {"sampler": rule["sampler"], "steps": n_reg, "k": k_reg, "method": row["method"],
+               "quality_metric": quality_col, "quality": float(row[quality_col]),
+               "quality_full_cfg": float(base_row[quality_col]), "n_prompts": n_prompts,
+               "limit": float(row["limit"]), "l1": float(row["l1"])}
+    return verdicts.Verdict(claim, verdicts.INCONCLUSIVE, head.latency, rule_text, sentence, details=details), None

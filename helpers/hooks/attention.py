@@ -257,11 +257,13 @@ class AttentionRecorder:
         layer_filter: optional predicate on layer names (e.g. ``lambda n: "up_blocks" in n``).
         cfg: ``None`` detects classifier-free guidance (see :func:`conditional_slice`).
         store_dtype: dtype of kept maps.
+        clock: what tells steps and runs apart (default :class:`StepClock`, from the timesteps;
+            :func:`helpers.hooks.trace.trace` passes a :class:`SchedulerClock`).
     """
 
     def __init__(self, pipe, resolutions: Iterable[int | Size] | None = (8,), per_step: bool = True,
                  layer_filter: Callable[[str], bool] | None = None, cfg: bool | None = None,
-                 store_dtype: torch.dtype = torch.float32) -> None:
+                 store_dtype: torch.dtype = torch.float32, clock: StepClock | None = None) -> None:
         resolutions = _check_resolutions(resolutions)
         self.pipe = pipe
         self.model = denoiser(pipe)
@@ -276,7 +278,7 @@ class AttentionRecorder:
         self.layer_filter = layer_filter
         self.cfg = cfg
         self.aggregator = AttentionAggregator(per_step=per_step, store_dtype=store_dtype)
-        self.clock = StepClock()
+        self.clock = StepClock() if clock is None else clock
         self._latent_size: Size | None = None
         self._cond = slice(None)
         self._wanted: dict[tuple[str, int], bool] = {}
@@ -391,6 +393,7 @@ def record_attention(
     layer_filter: Callable[[str], bool] | None = None,
     cfg: bool | None = None,
     store_dtype: torch.dtype = torch.float32,
+    clock: StepClock | None = None,
 ) -> Iterator[AttentionRecorder]:
     """Record the cross-attention of every pipeline call made inside the block.
 
@@ -399,7 +402,7 @@ def record_attention(
     and a forward pre-hook on the denoiser; both are removed on exit, also on exceptions.
     See :class:`AttentionRecorder` for the arguments.
     """
-    rec = AttentionRecorder(pipe, resolutions, per_step, layer_filter, cfg, store_dtype)
+    rec = AttentionRecorder(pipe, resolutions, per_step, layer_filter, cfg, store_dtype, clock)
     handle = rec.model.register_forward_pre_hook(rec._pre_hook, with_kwargs=True)
     try:
         with installed_processors(rec.model, lambda name, orig: _recording_processor(name, orig, rec)):

@@ -1,9 +1,9 @@
-"""The two mechanisms that change classifier-free guidance inside a stock pipeline call.
+"""The hook mechanism that changes classifier-free guidance inside a stock pipeline call.
 
-* :class:`CutoffCallback` -- a ``callback_on_step_end`` that at the end of step ``k - 1``
-  keeps one half of the batched conditioning tensors and turns CFG off (diffusers'
-  documented ``SDCFGCutoffCallback`` pattern: it sets ``pipe._guidance_scale``, which the
-  pipeline reads through ``do_classifier_free_guidance``), or swaps in other tensors (a switch).
+The other mechanism, a ``callback_on_step_end`` that at the end of step ``k - 1`` keeps one half
+of the batched conditioning and turns CFG off (or swaps in other tensors), is public as diffusers
+``PipelineCallback`` s in :mod:`helpers.hooks.callbacks`.
+
 * :class:`DenoiserHooks` -- forward (pre-)hooks on the denoiser for pipelines without a
   step-end callback (PixArt) and for per-prompt decisions: pass on only the batch rows still
   needed and put the ``2B`` rows back afterwards; also records ``||eps_u||``, ``||eps_c||``
@@ -16,7 +16,7 @@ really run), and its forward hook runs *before* any other forward hook (so those
 restored ``2B``-row output, as in a stock call). Hooks installed inside its ``with`` block
 keep the same order, because prepending puts ours first whenever it is installed.
 
-:mod:`helpers.guidance` builds schedules from these; use it rather than these classes directly.
+:mod:`helpers.guidance` and :meth:`helpers.hooks.callbacks.TextOffAfter.hooked` build schedules from it.
 """
 
 from __future__ import annotations
@@ -29,31 +29,6 @@ import numpy as np
 import torch
 
 from .steps import denoiser_sample
-
-
-class CutoffCallback:
-    """``callback_on_step_end`` that changes the batched conditioning at the end of step ``k - 1``.
-
-    ``keep="uncond"``/``"cond"``: keep that half of every batched tensor and turn CFG
-    off (diffusers' ``SDCFGCutoffCallback`` pattern, with a choice of half).
-    ``keep=None``: swap in ``replacement`` tensors (a switch), CFG stays on.
-    """
-
-    def __init__(self, step_end: int, batch: int, keep: str | None, replacement: dict | None, names: list[str]):
-        self.step_end, self.batch, self.keep, self.replacement = step_end, batch, keep, replacement or {}
-        self.tensor_inputs = names
-
-    def __call__(self, pipe, step_index: int, timestep, callback_kwargs: dict) -> dict:
-        if step_index != self.step_end:
-            return callback_kwargs
-        if self.keep is None:
-            callback_kwargs.update({k: v for k, v in self.replacement.items() if k in self.tensor_inputs})
-            return callback_kwargs
-        half = slice(0, self.batch) if self.keep == "uncond" else slice(-self.batch, None)
-        for name in self.tensor_inputs:
-            callback_kwargs[name] = callback_kwargs[name][half]
-        pipe._guidance_scale = 1.0  # do_classifier_free_guidance -> False: one pass per step from now on
-        return callback_kwargs
 
 
 class DenoiserHooks:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -31,7 +32,7 @@ import torch
 
 from ..loading import denoiser, family
 from ..text.conditioning import EmbeddingShapeError, EncodedPrompt, embedding_dim
-from ..text.surgery import generate_from_embeddings
+from ..text.surgery import generate_batches
 from .processors import CrossAttnProcessor, installed_processors
 
 __all__ = ["KVSubstitutionProcessor", "AttentionKL", "kv_substitution", "generate_substituted"]
@@ -49,10 +50,11 @@ class AttentionKL:
 
     KEYS = ("kl_substituted", "kl_uniform", "kl_uniform_substituted")
 
-    def __init__(self) -> None:
+    def __init__(self, log: list | None = None) -> None:
         self.sums = {k: 0.0 for k in self.KEYS}
         self.count = 0
         self.per_layer: dict[str, dict[str, float]] = {}
+        self.log = log  # when a list: every add() is appended to it, for replay() (resumable sweeps)
 
     def update(self, layer: str, logits_orig: torch.Tensor, logits_sub: torch.Tensor, valid: torch.Tensor) -> None:
         """Add ``(..., queries, tokens)`` attention logits; ``valid`` marks attended tokens."""
@@ -67,14 +69,23 @@ class AttentionKL:
             "kl_uniform": torch.where(p > 0, p * (logp - log_u), zero).sum(-1),
             "kl_uniform_substituted": torch.where(q > 0, q * (logq - log_u), zero).sum(-1),
         }
-        n = values["kl_substituted"].numel()
+        self.add(layer, [float(values[k].sum()) for k in self.KEYS], values["kl_substituted"].numel())
+
+    def add(self, layer: str, sums: Sequence[float], n: int) -> None:
+        """Add the sums (in :attr:`KEYS` order) of ``n`` values of one layer to the running sums."""
+        if self.log is not None:
+            self.log.append([layer, list(sums), n])
         layer_sums = self.per_layer.setdefault(layer, {k: 0.0 for k in self.KEYS} | {"count": 0})
-        for k, v in values.items():
-            s = float(v.sum())
+        for k, s in zip(self.KEYS, sums):
             self.sums[k] += s
             layer_sums[k] += s
         self.count += n
         layer_sums["count"] += n
+
+    def replay(self, log: Sequence) -> None:
+        """Apply a recorded :attr:`log`: the same additions in the same order give the same sums, bit for bit."""
+        for layer, sums, n in log:
+            self.add(layer, sums, n)
 
     def result(self) -> dict[str, float]:
         """Mean of each KL over every query, head, layer and step seen (NaN if none)."""
@@ -247,13 +258,15 @@ def generate_substituted(
     keys: Sequence[EncodedPrompt] | None = None,
     values: Sequence[EncodedPrompt] | None = None,
     measure_kl: bool = False,
+    out_dir: str | Path | None = None,
     **kwargs,
 ) -> tuple[np.ndarray, AttentionKL | None]:
     """:func:`~helpers.text.surgery.generate_from_embeddings` with K/V substitution per prompt.
 
     ``prompts[i]`` is the pipeline's conditioning; ``keys[i]`` / ``values[i]`` replace its
     keys / values. Returns the images and the :class:`AttentionKL` (``None`` unless
-    ``measure_kl``).
+    ``measure_kl``). With ``out_dir`` every batch is saved as it finishes, its KL additions with it,
+    and a rerun resumes: the images and the KL sums equal those of an uninterrupted run.
     """
     prompts = list(prompts)
     for what, subs in (("keys", keys), ("values", values)):
@@ -262,10 +275,20 @@ def generate_substituted(
     if measure_kl and keys is None:
         raise ValueError("measure_kl needs substituted keys")
     stats = AttentionKL() if measure_kl else None
+    per_batch = measure_kl and out_dir is not None  # each batch logs its own additions, replayed below
 
+    @contextmanager
     def context(idx: list[int]):
-        return kv_substitution(pipe, keys=None if keys is None else [keys[i] for i in idx],
-                               values=None if values is None else [values[i] for i in idx], kl=stats)
+        kl = AttentionKL(log=[]) if per_batch else stats
+        with kv_substitution(pipe, keys=None if keys is None else [keys[i] for i in idx],
+                             values=None if values is None else [values[i] for i in idx], kl=kl):
+            yield kl.log if per_batch else None
 
-    images = generate_from_embeddings(pipe, prompts, chunk_context=context, **kwargs)
+    item_keys = [(None if keys is None else keys[i], None if values is None else values[i], measure_kl)
+                 for i in range(len(prompts))]
+    images, logs = generate_batches(pipe, prompts, chunk_context=context, item_keys=item_keys, out_dir=out_dir,
+                                    **kwargs)
+    if per_batch:
+        for log in logs:
+            stats.replay(log)
     return images, stats

@@ -2,7 +2,8 @@
 
 * :func:`denoiser_sample` / :func:`denoiser_inputs` -- the one parser of a UNet / PixArt-transformer
   forward call's arguments (the latent sample, the timestep); every hook in this package uses it.
-* :class:`StepClock` -- turns the stream of timesteps into (run, step) indices.
+* :class:`StepClock` -- turns the stream of timesteps into (run, step) indices;
+  :class:`SchedulerClock` -- the same indices read off the scheduler (its ``step_index``).
 * :func:`conditional_slice` -- which batch rows carry the prompt under classifier-free guidance.
 * :func:`count_evaluations` -- counts denoiser evaluations (batch rows) while a block runs.
 
@@ -47,6 +48,53 @@ class StepClock:
         else:
             self.step += 1
         self._last = timestep
+        return event
+
+
+class SchedulerClock(StepClock):
+    """(run, step) indices read off the pipeline's scheduler rather than guessed from the timesteps.
+
+    The step of a denoiser call is the scheduler's ``step_index`` where it keeps one (DPM-Solver++,
+    Euler, UniPC, ...; ``None`` before the first ``scheduler.step`` of a call counts as 0), else the
+    position of the timestep in ``scheduler.timesteps`` (DDIM and PNDM keep no index). A call at the
+    same step and timestep as the previous one is the same step, a later step the next one, anything
+    else a new run (another pipeline call) -- also a call that starts below where the previous one
+    stopped, which :class:`StepClock` would take for its next step. Timesteps the scheduler does not
+    list fall back to :class:`StepClock`'s rule. ``pipe.scheduler`` is read at every call, so swapping
+    the scheduler (``helpers.loading.scheduler_set``) is followed.
+    """
+
+    def __init__(self, pipe) -> None:
+        super().__init__()
+        self.pipe = pipe
+        self._index: int | None = None
+
+    def position(self, timestep: float) -> int | None:
+        """The scheduler's step index for a denoiser call at ``timestep`` (``None`` if it cannot say)."""
+        scheduler = self.pipe.scheduler
+        if isinstance(getattr(type(scheduler), "step_index", None), property):
+            index = scheduler.step_index
+            return 0 if index is None else int(index)
+        timesteps = getattr(scheduler, "timesteps", None)
+        if not isinstance(timesteps, torch.Tensor):
+            return None
+        hits = (timesteps.detach().flatten().float().cpu() == float(timestep)).nonzero().flatten().tolist()
+        later = [h for h in hits if self._index is None or h >= self._index]
+        return (later or hits or [None])[0]
+
+    def tick(self, timestep: float) -> str:
+        """Advance with a denoiser call at ``timestep``; returns ``"same"``, ``"next"`` or ``"new_run"``."""
+        index = self.position(timestep)
+        if index is None:
+            self._index = None
+            return super().tick(timestep)
+        if self._index is not None and index == self._index and timestep == self._last:
+            event = "same"
+        elif self._index is not None and index > self._index:
+            event, self.step = "next", self.step + 1
+        else:
+            event, self.run, self.step = "new_run", self.run + 1, 0
+        self._index, self._last = index, timestep
         return event
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from ..analysis import fft
+from ..analysis.band_study import CleanSamples
 from ..analysis.bands import BANDS, Proposition1Result, band_snapshot, snr_crossings
 from ..latents import decode_latents
 
@@ -18,6 +19,18 @@ def _show(x: torch.Tensor) -> np.ndarray:
     """(C, H, W) in [-1, 1] -> (H, W, 3) or (H, W) in [0, 1] for display (0 is mid-grey)."""
     img = ((x.float() + 1) / 2).clamp(0, 1)
     return img.permute(1, 2, 0).numpy() if img.shape[0] == 3 else img.mean(0).numpy()
+
+
+def plot_clean_samples(pipe, samples: CleanSamples, prompts: Sequence[str], n: int = 6):
+    """The clean samples x0 (notebook 02): the model's images for the first ``n`` prompts, renders of the same
+    attributes, and the VAE's reconstruction of the renders (their latents are the ground-truth x0)."""
+    from .grids import image_grid
+
+    n = min(len(prompts), n)
+    recon = decode_latents(pipe, samples.ground_truth[:n])
+    return image_grid(list(samples.generated_images[:n]) + list(samples.renders[:n]) + list(recon),
+                      titles=list(prompts[:n]) + [""] * (2 * n), ncols=n,
+                      row_labels=["generated", "ground truth", "VAE(ground truth)"])
 
 
 def plot_band_views(
@@ -184,3 +197,28 @@ def band_explorer(draw, t_max: int = 999, t: int = 500, cutoff: float = 0.25):
     display(box)
     draw(t, cutoff)
     return box
+
+
+def band_view_explorer(
+    scheduler,
+    mask: str = "ideal",
+    latent: tuple[torch.Tensor, torch.Tensor] | None = None,
+    pixel: tuple[torch.Tensor, torch.Tensor] | None = None,
+    pipe=None,
+    t: int = 500,
+    cutoff: float = 0.25,
+    size: float = 1.3,
+):
+    """:func:`band_explorer` over :func:`plot_band_views` at t = 0 and t (``latent``/``pixel`` as there).
+
+    Sliders over t (up to the scheduler's last training timestep) and the cutoff; the first view is drawn
+    at ``t`` and ``cutoff``. Returns the widget box, or ``None`` without ipywidgets (static view only).
+    """
+    import matplotlib.pyplot as plt
+
+    def draw(t: int, cutoff: float) -> None:
+        fig = plot_band_views(scheduler, [0, t], cutoff, mask, latent=latent, pixel=pixel, pipe=pipe, size=size)
+        plt.show()
+        plt.close(fig)
+
+    return band_explorer(draw, t_max=int(scheduler.config.num_train_timesteps) - 1, t=t, cutoff=cutoff)

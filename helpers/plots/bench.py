@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -54,4 +55,16 @@ def plot_examples(images: dict[str, np.ndarray], prompts: Sequence[str], title: 
                      row_labels=[label.replace(" (", "\n(") for label in labels])
     for ax in fig.axes:
         ax.yaxis.label.set_size(6)
+    return fig
+
+
+def plot_image_file(path: str | Path, pixels_per_inch: float = 110):
+    """A saved image (the benchmark's ``examples_<sampler>_<N>.png``) as a figure without axes, sized
+    ``pixels_per_inch`` image pixels per inch; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    image = plt.imread(path)
+    fig, ax = plt.subplots(figsize=(image.shape[1] / pixels_per_inch, image.shape[0] / pixels_per_inch))
+    ax.imshow(image)
+    ax.axis("off")
     return fig

@@ -9,6 +9,7 @@ and hand them to the stock pipeline call::
     s = switch_eos(a, b)                        # A's [SOS] + semantic tokens, B's [EOS] class
     images = pipe(**pipeline_inputs(pipe, [s]), latents=..., output_type="np").images
     images = generate_from_embeddings(pipe, [a, b, s], seed=0)   # same, deterministic seeds
+    images = generate_from_embeddings(pipe, [a, b, s], out_dir="sweeps/abs")  # resumes after a crash
 
 **Alignment rule** (A and B of different lengths). B's [EOS]-class embeddings, in
 order (its real [EOS] first, then its padding), are written into the switched prompt
@@ -37,6 +38,7 @@ Architectures:
 from __future__ import annotations
 
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Callable, ContextManager, Sequence
 
 import numpy as np
@@ -60,8 +62,10 @@ from .conditioning import (
 __all__ = [
     "EmbeddingShapeError", "EOSSlotError", "NotMeaningfulError", "PromptTooLongError", "EncodedPrompt", "REPLACEABLE", "PARTS", "encode",
     "unconditional", "pipeline_inputs", "switch_eos", "replace_tokens", "sos_only", "eos_only",
-    "generate_from_embeddings", "caveats",
+    "generate_from_embeddings", "generate_batches", "caveats",
 ]
+#: Prompts per pipeline call of :func:`generate_from_embeddings` (``batch_size=None``).
+BATCH_SIZE = 16
 
 
 def _check_compatible(a: EncodedPrompt, b: EncodedPrompt) -> None:
@@ -173,10 +177,13 @@ def generate_from_embeddings(
     seed: int = 0,
     num_inference_steps: int = 50,
     guidance_scale: float = 7.5,
-    batch_size: int = 16,
+    batch_size: int | None = BATCH_SIZE,
     seeds: Sequence[int] | None = None,
     negative: EncodedPrompt | None = None,
     chunk_context: Callable[[list[int]], ContextManager] | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    desc: str = "generate",
     **kwargs,
 ) -> np.ndarray:
     """Images ``(n, H, W, 3)`` in [0, 1] for edited embeddings, through the stock pipeline call.
@@ -186,27 +193,80 @@ def generate_from_embeddings(
     the conditioning. Consecutive prompts of the same layout are batched together.
 
     Args:
+        batch_size: prompts per pipeline call (``None``: 16).
         chunk_context: optional factory called with the indices of each batch; the
             pipeline call runs inside the context it returns (used by the K/V hooks).
-        **kwargs: passed to the pipeline call (e.g. ``callback_on_step_end``).
+        out_dir: save each batch there as it finishes and skip the batches already there
+            (:func:`helpers.sweeps.run_sweep`): a rerun after a crash resumes with the same images.
+        progress: a tqdm bar with ETA (from two batches on).
+        **kwargs: passed to the pipeline call (e.g. ``callback_on_step_end``; with ``out_dir``
+            only values a fingerprint can hold).
+    """
+    return generate_batches(pipe, prompts, seed, num_inference_steps, guidance_scale, batch_size, seeds, negative,
+                            chunk_context, out_dir=out_dir, progress=progress, desc=desc, **kwargs)[0]
+
+
+def generate_batches(
+    pipe,
+    prompts: Sequence[EncodedPrompt],
+    seed: int = 0,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 7.5,
+    batch_size: int | None = BATCH_SIZE,
+    seeds: Sequence[int] | None = None,
+    negative: EncodedPrompt | None = None,
+    chunk_context: Callable[[list[int]], ContextManager] | None = None,
+    item_keys: Sequence | None = None,
+    out_dir: str | Path | None = None,
+    progress: bool = True,
+    desc: str = "generate",
+    **kwargs,
+) -> tuple[np.ndarray, list]:
+    """:func:`generate_from_embeddings`, also returning per batch (in order) what ``chunk_context``'s
+    context yielded (its ``as`` value, read after the call: e.g. a list the hooks filled).
+
+    With ``out_dir`` that value is saved with its batch, so it must be JSON values or numpy arrays,
+    and ``item_keys[i]`` must say what ``chunk_context`` does for prompt ``i`` (it enters the
+    fingerprint of the batch: e.g. the substituted keys and values).
     """
     from ..generation import for_each_batch
 
     prompts = list(prompts)
     if seeds is not None and len(seeds) != len(prompts):
         raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+    batch_size = BATCH_SIZE if batch_size is None else batch_size
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
     if not prompts:
-        return np.zeros((0, 0, 0, 3), dtype=np.float32)
+        return np.zeros((0, 0, 0, 3), dtype=np.float32), []
     negative = negative if negative is not None else unconditional(pipe)
+    seeds = [seed + i for i in range(len(prompts))] if seeds is None else [int(s) for s in seeds]
 
-    def call(idx: list[int], latents: torch.Tensor) -> np.ndarray:
-        with (chunk_context(idx) if chunk_context is not None else nullcontext()):
-            return pipe(**pipeline_inputs(pipe, [prompts[i] for i in idx], negative), latents=latents,
-                        num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                        output_type="np", **kwargs).images
+    def call(idx: list[int], latents: torch.Tensor) -> tuple[np.ndarray, object]:
+        with (chunk_context(idx) if chunk_context is not None else nullcontext()) as value:
+            images = pipe(**pipeline_inputs(pipe, [prompts[i] for i in idx], negative), latents=latents,
+                          num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                          output_type="np", **kwargs).images
+        return images, value
 
-    return np.concatenate(for_each_batch(pipe, len(prompts), call, seed=seed, seeds=seeds,
-                                         batches=_batches(prompts, batch_size)))
+    batches = _batches(prompts, batch_size)
+    if out_dir is None:
+        parts = for_each_batch(pipe, len(prompts), call, seeds=seeds, batches=batches, progress=progress, desc=desc)
+        return np.concatenate([images for images, _ in parts]), [value for _, value in parts]
+    from ..sweeps import pipeline_key, run_sweep
+
+    if chunk_context is not None and (item_keys is None or len(item_keys) != len(prompts)):
+        raise ValueError("with out_dir, chunk_context needs item_keys: one fingerprintable value per prompt")
+
+    def run(chunk: list) -> list:  # one batch: its items carry their index and seed
+        (images, value), = for_each_batch(pipe, len(prompts), call, seeds=seeds, batches=[[i for i, *_ in chunk]])
+        return [{"image": images[j], **({"batch": value} if j == 0 else {})} for j in range(len(chunk))]
+
+    items = [(i, p, seeds[i], None if item_keys is None else item_keys[i]) for i, p in enumerate(prompts)]
+    key = {"helper": "generate_from_embeddings", "pipeline": pipeline_key(pipe), "steps": num_inference_steps,
+           "guidance": guidance_scale, "negative": negative, "kwargs": kwargs}
+    results = run_sweep(items, run, out_dir, chunks=batches, key=key, desc=desc, progress=progress)
+    return np.stack([r["image"] for r in results]), [r["batch"] for r in results if "batch" in r]
 
 
 def _batches(prompts: Sequence[EncodedPrompt], batch_size: int) -> list[list[int]]:
