@@ -4,6 +4,7 @@
 Blocks, between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` markers:
 
 - ``verdicts``: the closing verdict of each notebook (``results/embedded/full/*/verdict.txt``)
+- ``measurements``: notebook 01's decision steps and AUROC, 03's causal influence by token class
 - ``quality``: the embedded model's quality table (``results/model_quality.md``)
 - ``bench``: the acceleration benchmark table (``results/acceleration/full/bench.md`` when the
   full profile was run, else the quick one, saying which)
@@ -50,11 +51,35 @@ def objectives() -> str:
     return (RESULTS / "text_encoder_objectives.md").read_text().strip()
 
 
+def measurements() -> str:
+    """Notebook 01's decision steps and AUROC, notebook 03's influence by class (full profile)."""
+    import pandas as pd
+
+    full = RESULTS / "embedded" / "full"
+    dec = pd.read_csv(full / "01_shape_first" / "decision_steps.csv")
+    rows = ["| measurement (notebook) | value [95% interval] | n |", "|---|---|---|"]
+    for r in dec.itertuples():
+        rows.append(f"| step at which x̂0's {r.attribute} is decided for good, of 50 (01) | {r.decided_step:.1f} "
+                    f"[{r.decided_step_lo:.1f}, {r.decided_step_hi:.1f}] (reader reads it from step "
+                    f"{r.readable_from_step:.1f}) | {r.n} |")
+    au = pd.read_csv(full / "01_shape_first" / "auroc_summary.csv")
+    last = au[(au.step == au.step.max()) & (au.normalization == "none")]
+    for r in last.itertuples():
+        rows.append(f"| AUROC of the {r.kind} map vs the object mask, last step (01) | {r.mean:.3f} "
+                    f"[{r.lo:.3f}, {r.hi:.3f}] | {r.n} |")
+    inf = pd.read_csv(full / "03_token_attention" / "influence_by_class.csv")
+    wanted = {("switch", "shape follows B"), ("zero", "shape stays A")}
+    for r in inf.itertuples():
+        if (r.test, r.measure) in wanted:
+            rows.append(f"| {r.condition}: {r.measure} (03) | {100 * r.value:.1f}% [{100 * r.lo:.1f}, {100 * r.hi:.1f}] | {r.n} |")
+    return "\n".join(rows)
+
+
 def runtimes() -> str:
     return (RESULTS / "real_model_runtime_estimates.md").read_text().strip()
 
 
-BLOCKS = {"verdicts": verdicts, "quality": quality, "objectives": objectives, "bench": bench, "runtimes": runtimes}
+BLOCKS = {"verdicts": verdicts, "measurements": measurements, "quality": quality, "objectives": objectives, "bench": bench, "runtimes": runtimes}
 
 
 def update(text: str) -> str:

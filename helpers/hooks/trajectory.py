@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..generation import generate
 from ..latents import decode_latents
@@ -82,7 +83,9 @@ class Trajectory:
             raise TrajectoryError(f"step {bad[0]} is out of range: {which} has {latents.shape[0]} entries")
         chosen = latents[steps]
         flat = chosen.reshape(-1, *chosen.shape[2:])
-        images = np.concatenate([decode_latents(pipe, flat[i:i + batch_size]) for i in range(0, len(flat), batch_size)])
+        starts = range(0, len(flat), batch_size)
+        images = np.concatenate([decode_latents(pipe, flat[i:i + batch_size])
+                                 for i in tqdm(starts, desc=f"decode {which}", disable=len(starts) < 4)])
         return images.reshape(len(steps), chosen.shape[1], *images.shape[1:])
 
 
