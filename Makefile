@@ -53,6 +53,7 @@ notebooks: setup
 		$(HUB_ENV) T2I_MODEL_ID='$(REAL_MODEL)' T2I_PROFILE=$(PROFILE) $(PY) -m papermill --cwd notebooks \
 			$$nb $(NB_OUT)/$$(basename $$nb) || exit 1; \
 	done
+	$(PY) scripts/shrink_figures.py  # inline figures re-encoded small (the tree-size rule)
 
 test: setup
 	HF_HUB_OFFLINE=1 T2I_MODEL_ID= T2I_PROFILE=quick $(PY) -m pytest tests --nbmake notebooks --nbmake-timeout=1200 $(PYTEST_ARGS)
