@@ -10,6 +10,8 @@ Blocks, between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` markers:
   full profile was run, else the quick one, saying which)
 - ``objectives``: the text-encoder objectives compared (``results/text_encoder_objectives.md``, from
   ``scripts/text_encoder_objectives.py``)
+- ``memory``: GPU memory estimates per family and setting (``results/dry_runs/memory_estimates.md``,
+  from ``scripts/memory_estimates.py``)
 - ``runtimes``: expected runtimes on real models (``results/real_model_runtime_estimates.md``,
   from ``scripts/runtime_estimates.py``)
 
@@ -75,11 +77,15 @@ def measurements() -> str:
     return "\n".join(rows)
 
 
+def memory() -> str:
+    return (RESULTS / "dry_runs" / "memory_estimates.md").read_text().strip()
+
+
 def runtimes() -> str:
     return (RESULTS / "real_model_runtime_estimates.md").read_text().strip()
 
 
-BLOCKS = {"verdicts": verdicts, "measurements": measurements, "quality": quality, "objectives": objectives, "bench": bench, "runtimes": runtimes}
+BLOCKS = {"verdicts": verdicts, "measurements": measurements, "quality": quality, "objectives": objectives, "bench": bench, "runtimes": runtimes, "memory": memory}
 
 
 def update(text: str) -> str:
