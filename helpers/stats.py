@@ -143,6 +143,17 @@ def mean_ci(x: Sequence[float] | np.ndarray, level: float = 0.95) -> Estimate:
     return Estimate(m, m - half, m + half, n, "t", level)
 
 
+
+def mean_ci_or_nan(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float, float, int]:
+    """``(mean, lo, hi, n)`` of :func:`mean_ci` over the non-NaN values; with fewer than two values the
+    interval is NaN (and the mean too when there are none), for tables that must not raise."""
+    x = np.asarray(values, dtype=np.float64)
+    x = x[~np.isnan(x)]
+    if x.size < 2:
+        return (float(x[0]) if x.size else math.nan), math.nan, math.nan, int(x.size)
+    e = mean_ci(x, level)
+    return e.value, e.lo, e.hi, e.n
+
 def _differences(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> np.ndarray:
     a_, b_ = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
     if a_.shape != b_.shape:

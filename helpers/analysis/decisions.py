@@ -171,16 +171,6 @@ def x0_blur(step_images: np.ndarray, final_images: np.ndarray, sigmas: Sequence[
     return np.asarray(sigmas)[dist.argmin(axis=0)]  # (steps, samples)
 
 
-def _mean_ci(values: Sequence[float], level: float) -> tuple[float, float, float]:
-    x = np.asarray(values, dtype=np.float64)
-    x = x[~np.isnan(x)]
-    if x.size == 0:
-        return (math.nan,) * 3
-    if x.size == 1:
-        return float(x[0]), math.nan, math.nan
-    return tuple(stats.mean_ci(x, level))
-
-
 @dataclasses.dataclass(frozen=True)
 class DecisionResult:
     """Decision steps of one set of trajectories with the reader's blur control.
@@ -218,7 +208,7 @@ class DecisionResult:
             d = self.decisions[self.decisions["attribute"] == a].sort_values("sample")
             step = d["decided_at"].to_numpy() + 1
             n = len(step)
-            m, lo, hi = _mean_ci(step, level)
+            m, lo, hi, _ = stats.mean_ci_or_nan(step, level)
             k = int((step <= early).sum())
             w = stats.wilson(k, n, level) if n else None
             row = {"attribute": a, "n": n, "decided_step": m, "decided_step_lo": lo, "decided_step_hi": hi,

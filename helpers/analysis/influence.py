@@ -63,15 +63,6 @@ def _spatial_entropy(maps: np.ndarray) -> np.ndarray:
     return h / math.log(flat.shape[-1])
 
 
-def _interval(values: Sequence[float], level: float) -> tuple[float, float, float, int]:
-    x = np.asarray(values, dtype=np.float64)
-    x = x[~np.isnan(x)]
-    if x.size < 2:
-        return (float(x[0]) if x.size else math.nan), math.nan, math.nan, int(x.size)
-    e = stats.mean_ci(x, level)
-    return e.value, e.lo, e.hi, e.n
-
-
 def token_statistics(mass: np.ndarray, classes: Sequence, maps: np.ndarray | None = None,
                      level: float = 0.95) -> pd.DataFrame:
     """Attention statistics per token class, mean over prompts with a t interval (n = prompts).
@@ -106,7 +97,7 @@ def token_statistics(mass: np.ndarray, classes: Sequence, maps: np.ndarray | Non
                 ent.append(entropy[i, pos].mean())
         row = {"class": name, "label": CLASS_LABELS[name], "positions": float(np.mean(counts))}
         for key, values in (("mass", total), ("per_token_vs_uniform", relative), ("entropy", ent)):
-            m, lo, hi, n = _interval(values, level)
+            m, lo, hi, n = stats.mean_ci_or_nan(values, level)
             row |= {key: m, f"{key}_lo": lo, f"{key}_hi": hi}
         row["n"] = len(total)
         rows.append(row)
@@ -235,7 +226,7 @@ def influence_table(run: InfluenceRun, attributes: Sequence[str] = ("shape",), l
     for name in run.conditions:
         cls, test = CONDITIONS.get(name, ("", "other"))
         base = {"condition": name, "class": cls, "test": test}
-        m, lo, hi, n = _interval(run.l1_to_a[name], level)
+        m, lo, hi, n = stats.mean_ci_or_nan(run.l1_to_a[name], level)
         rows.append(base | {"measure": "L1 to A's image", "value": m, "lo": lo, "hi": hi, "n": n, "method": "t"})
         if run.readings is None:
             continue

@@ -353,15 +353,6 @@ def auroc_chance(references: Sequence[np.ndarray], map_size: Size, n_draws: int 
     return pd.DataFrame(rows, columns=["sample", "chance", "lo", "hi"])
 
 
-def _estimate(values, level: float) -> tuple[float, float, float, int]:
-    x = np.asarray(values, dtype=np.float64)
-    x = x[~np.isnan(x)]
-    if x.size < 2:
-        return (float(x[0]) if x.size else np.nan), np.nan, np.nan, int(x.size)
-    e = stats.mean_ci(x, level)
-    return e.value, e.lo, e.hi, e.n
-
-
 def auroc_by_step(table, chance=None, level: float = 0.95):
     """Mean AUROC per ``normalization, kind, step`` with a t interval over maps (n = maps scored).
 
@@ -373,10 +364,10 @@ def auroc_by_step(table, chance=None, level: float = 0.95):
 
     rows = []
     for (norm, kind, step), g in table.groupby(["normalization", "kind", "step"], sort=True):
-        m, lo, hi, n = _estimate(g["auroc"], level)
+        m, lo, hi, n = stats.mean_ci_or_nan(g["auroc"], level)
         rows.append({"normalization": norm, "kind": kind, "step": int(step), "mean": m, "lo": lo, "hi": hi, "n": n})
     if chance is not None and len(table):
-        m, lo, hi, n = _estimate(chance["chance"], level)
+        m, lo, hi, n = stats.mean_ci_or_nan(chance["chance"], level)
         single = chance[["lo", "hi"]].mean()
         for norm in table["normalization"].unique():
             rows += [{"normalization": norm, "kind": "chance", "step": int(s), "mean": m, "lo": lo, "hi": hi, "n": n,
