@@ -78,9 +78,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    from transformers import CLIPModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
-    model = CLIPModel.from_pretrained(args.work_dir / "clip").eval()
+    from helpers.toy import model as tm
+
+    model = tm.load_clip(args.work_dir / "clip").eval()
     tokenizer = CLIPTokenizer.from_pretrained(args.work_dir / "tokenizer")
     pipe = loading.load_pipeline(None)  # the shipped pipeline, its text side replaced
     pipe.text_encoder, pipe.tokenizer = model.text_model.eval(), tokenizer  # transformers 5: a CLIPTextModel, as export uses

@@ -30,7 +30,7 @@ from helpers.toy.quality import evaluate, reconstruction_accuracy
 def unet_probe(work: Path, n: int, steps: int) -> dict:
     from diffusers import AutoencoderKL
     from diffusers.training_utils import EMAModel
-    from transformers import CLIPModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     ckpt = work / "unet.ckpt"
     if not ckpt.exists():
@@ -41,7 +41,7 @@ def unet_probe(work: Path, n: int, steps: int) -> dict:
     ema.load_state_dict(state["ema"])
     ema.copy_to(unet.parameters())
     pipe = tm.assemble_pipeline(CLIPTokenizer.from_pretrained(work / "tokenizer"),
-                                CLIPModel.from_pretrained(work / "clip").text_model,
+                                tm.load_clip(work / "clip").text_model,
                                 AutoencoderKL.from_pretrained(work / "vae"), unet)
     with tempfile.TemporaryDirectory() as folder:
         pipe.save_pretrained(folder)

@@ -100,7 +100,9 @@ class Scorer:
 
         if not Path(self.clip_path).exists() and "/" not in self.clip_path:
             raise FileNotFoundError(f"no CLIP model at {self.clip_path}")
-        model = _FeatureTensors(CLIPModel.from_pretrained(self.clip_path).eval())
+        path = Path(self.clip_path)  # ours may carry a conv stem (tiny_model.load_clip); hub ids: stock
+        clip = tiny_model.load_clip(path) if path.is_dir() else CLIPModel.from_pretrained(self.clip_path)
+        model = _FeatureTensors(clip.eval())
         return model, CLIPProcessor.from_pretrained(self.clip_path)
 
     def attributes(self, images: ImageBatch) -> list[dict[str, str]]:

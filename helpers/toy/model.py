@@ -13,6 +13,8 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
+import torch
+
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig
 
@@ -107,8 +109,14 @@ def text_config(tokenizer: CLIPTokenizer) -> CLIPTextConfig:
     )
 
 
-def vision_config() -> CLIPVisionConfig:
-    return CLIPVisionConfig(
+def vision_config(conv_stem: tuple[int, ...] | None = None) -> CLIPVisionConfig:
+    """The CLIP image tower: a 3-layer ViT on 64x64 renders, 8x8 patches (64 tokens).
+
+    ``conv_stem`` (channel widths, e.g. ``(32, 64)``) replaces the 8-pixel patch projection by
+    stride-2 3x3 convolutions reaching the same 8x8 grid (:class:`ConvStem`); it is recorded in the
+    config (``conv_stem``) so :func:`load_clip` rebuilds it.
+    """
+    config = CLIPVisionConfig(
         image_size=toyworld.IMAGE_SIZE,
         patch_size=8,
         hidden_size=HIDDEN,
@@ -117,16 +125,71 @@ def vision_config() -> CLIPVisionConfig:
         num_attention_heads=4,
         projection_dim=HIDDEN,
     )
+    config.conv_stem = list(conv_stem) if conv_stem else None
+    return config
 
 
-def clip_model(tokenizer: CLIPTokenizer) -> CLIPModel:
+class ConvStem(torch.nn.Module):
+    """Stride-2 3x3 convolutions from 64x64 pixels to the ViT's 8x8 grid of ``hidden``-wide tokens.
+
+    A drop-in for ``CLIPVisionEmbeddings.patch_embedding`` (it exposes the last layer's ``weight``,
+    which transformers reads for the dtype): an 8-pixel linear patch projection cannot tell a small
+    star from a small circle (v4's retrieval of shape 66%); a few convolutions can.
+    """
+
+    def __init__(self, channels: tuple[int, ...] = (32, 64), hidden: int = HIDDEN, in_channels: int = 3) -> None:
+        super().__init__()
+        widths = [in_channels, *channels, hidden]
+        layers: list[torch.nn.Module] = []
+        for i in range(len(widths) - 1):
+            layers.append(torch.nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1))
+            if i < len(widths) - 2:
+                layers.append(torch.nn.GELU())
+        self.layers = torch.nn.Sequential(*layers)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.layers[-1].weight
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.layers(pixels)
+
+
+def _attach_stem(model: CLIPModel) -> CLIPModel:
+    stem = getattr(model.config.vision_config, "conv_stem", None)
+    if stem:
+        vision = model.config.vision_config
+        if 2 ** (len(stem) + 1) != vision.patch_size:
+            raise ValueError(f"conv_stem {stem}: {len(stem) + 1} stride-2 layers do not make {vision.patch_size}-pixel patches")
+        model.vision_model.embeddings.patch_embedding = ConvStem(tuple(stem), vision.hidden_size, vision.num_channels)
+    return model
+
+
+def clip_model(tokenizer: CLIPTokenizer, conv_stem: tuple[int, ...] | None = None) -> CLIPModel:
     """The contrastive text-image pair whose text tower becomes the pipeline's encoder."""
     config = CLIPConfig(
         text_config=text_config(tokenizer).to_dict(),
-        vision_config=vision_config().to_dict(),
+        vision_config=vision_config(conv_stem).to_dict(),
         projection_dim=HIDDEN,
     )
-    return CLIPModel(config)
+    return _attach_stem(CLIPModel(config))
+
+
+def load_clip(folder: str | Path) -> CLIPModel:
+    """A saved :func:`clip_model`, with its :class:`ConvStem` when its config names one.
+
+    Without a stem this is ``CLIPModel.from_pretrained``; with one, the stock loader would drop the
+    stem's weights, so the model is built from the config and loaded strictly.
+    """
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config = CLIPConfig.from_pretrained(folder)
+    if not getattr(config.vision_config, "conv_stem", None):
+        return CLIPModel.from_pretrained(folder)
+    model = _attach_stem(CLIPModel(config))
+    model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
+    return model
 
 
 def vae_model(channels: tuple[int, ...] = (16, 32, 64), layers_per_block: int = 1) -> AutoencoderKL:
