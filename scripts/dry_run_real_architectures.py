@@ -4,12 +4,13 @@
 Each family is built from its published configuration (``data/configs/<family>/``) with random
 weights -- compute, memory and shapes do not depend on the weights' values -- and every helper path
 runs for ``--steps`` steps (:func:`helpers.bench.real_architectures.run_paths`): the stock call,
-attention recording at every resolution, embedding surgery, K/V substitution, a guidance schedule,
+attention recording at every resolution, the ``trace`` facade, embedding surgery, K/V substitution, a guidance schedule,
 the trajectory and the FFT band split. Per path: OK or the error, seconds per denoising step, peak
 memory. Nothing is downloaded; the images mean nothing.
 
     python scripts/dry_run_real_architectures.py --device cuda --dtype float16 --steps 2
     python scripts/dry_run_real_architectures.py --families sd15 --device cpu --height 256 --width 256
+    python scripts/dry_run_real_architectures.py --paths trace   # one path, merged into the existing JSONs
 
 Writes ``<out>/<family>.json`` (default ``results/dry_runs/<device>/``) and ``<out>/summary.md``. Each
 family runs in its own process (the memory figures are its own; a crash loses only that family) and
@@ -64,6 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default results/dry_runs/<device>/)")
     parser.add_argument("--force", action="store_true", help="rerun families whose result JSON exists")
+    parser.add_argument("--paths", nargs="+", default=None, metavar="PATH",
+                        help="run only these helper paths and merge them into the family's existing JSON "
+                             "(implies --force for them; default: every path)")
     parser.add_argument("--in-process", action="store_true", help="run the families in this process (debugging)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: run one family here
     args = parser.parse_args(argv)
@@ -80,6 +84,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("give --height and --width together and equal (the helpers draw square latents).")
     if args.height is not None and (args.height <= 0 or args.height % 64):
         parser.error(f"--height and --width must be positive multiples of 64 pixels, not {args.height}.")
+    if args.paths is not None:
+        from helpers.bench.real_architectures import PATHS
+
+        bad = [p for p in args.paths if p not in PATHS]
+        if bad:
+            parser.error(f"unknown helper path {bad[0]!r}: choose among {', '.join(PATHS)}.")
     if not 1 <= args.t5_layers <= T5_REAL_LAYERS:
         parser.error(f"--t5-layers must be between 1 and {T5_REAL_LAYERS}, not {args.t5_layers}.")
     args.families = list(dict.fromkeys(args.families))
@@ -131,7 +141,17 @@ def run_family(family: str, args: argparse.Namespace, out: Path) -> dict:
     print(f"[{family}] built in {build_seconds:.0f} s: " + ", ".join(f"{k} {v / 1e6:.1f}M" for k, v in counts.items()),
           flush=True)
     result = ra.run_paths(pipe, steps=args.steps, height=args.height, width=args.width,
-                          log=lambda m: print(f"[{family}] {m.strip()}", flush=True))
+                          log=lambda m: print(f"[{family}] {m.strip()}", flush=True), paths=args.paths)
+    previous = out / f"{family}.json"
+    if args.paths is not None and previous.exists():  # merge the rerun paths into the earlier full run
+        merged = json.loads(previous.read_text())
+        kept = {k: v for k, v in merged["paths"].items() if k not in result["paths"]}
+        merged["paths"] = {k: result["paths"].get(k, kept.get(k)) for k in ra.PATHS if k in result["paths"] or k in kept}
+        merged.setdefault("reruns", []).append({"paths": list(result["paths"]), "steps": result["steps"],
+                                                "date": time.strftime("%Y-%m-%d")})
+        result = {**merged, "paths": merged["paths"]}
+        _write(previous, result)
+        return result
     result.update(family=family, model_id=ra.MODEL_IDS[family], random_weights=True, seed=args.seed,
                   build_seconds=build_seconds, t5_layers=t5_layers,
                   tokenizer=("STAND-IN T5 tokenizer (real vocabulary not buildable offline)" if family == "pixart"
@@ -151,6 +171,7 @@ def child_argv(family: str, args: argparse.Namespace, out: Path) -> list[str]:
     """The command line of the child process that runs ``family`` alone."""
     argv = ["--child", family, "--out", str(out), "--steps", str(args.steps), "--device", args.device,
             "--dtype", args.dtype, "--t5-layers", str(args.t5_layers), "--seed", str(args.seed)]
+    argv += ["--paths", *args.paths] if args.paths else []
     return argv + (["--height", str(args.height), "--width", str(args.width)] if args.height is not None else [])
 
 
@@ -228,7 +249,7 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
     for i, family in enumerate(args.families, 1):
-        if (out / f"{family}.json").exists() and not args.force:
+        if (out / f"{family}.json").exists() and not args.force and args.paths is None:
             print(f"[{family}] ({i}/{len(args.families)}) skipped: {out / f'{family}.json'} exists (--force reruns it)")
             continue
         print(f"[{family}] ({i}/{len(args.families)}) starting", flush=True)

@@ -9,7 +9,10 @@ Reads the ``clip/`` CLIPModel and ``tokenizer/`` of a training work directory
   ``helpers.analysis.encoder.probe_accuracy``, the probe of notebook 03 and the model card);
 * ``retrieval``: zero-shot accuracy of the CLIP pair itself on held-out renders, choosing among
   captions that differ in one attribute only (chance 1 / number of values): whether the
-  contrastive stage learned the attribute at all, on the image side as well as the text side.
+  contrastive stage learned the attribute at all, on the image side as well as the text side;
+* ``held_out_transfer``: the probe fit on seen shape x colour pairs and scored on held-out pairs
+  (does the tower factorise shape and colour, as held-out prompts need); ``retrieval_held_out_pairs``:
+  the retrieval on renders of held-out pairs only.
 
 Usage::
 
@@ -36,21 +39,53 @@ from helpers.toy import world  # noqa: E402
 ATTRS = ("shape", "color", "position", "size", "pattern")
 
 
-def records(n: int, seed: int) -> list:
+def records(n: int, seed: int, held_out: str = "exclude") -> list:
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
-        scene = world.sample_scene(rng)
+        scene = world.sample_scene(rng, held_out=held_out)
         text = world.caption(scene, template=world.FULL_TEMPLATES[rng.integers(len(world.FULL_TEMPLATES))])
         out.append(types.SimpleNamespace(prompt=text, attributes=world.named_attributes(text)))
     return out
 
 
 @torch.no_grad()
-def retrieval(model, tokenizer, n: int, seed: int) -> dict[str, float]:
+def held_out_transfer(pipe, seen: list, held: list, attribute: str, alpha: float = 1.0) -> dict[str, float]:
+    """A linear probe fit on seen shape x colour pairs, scored on held-out pairs (never in training).
+
+    What the UNet needs on held-out prompts: the attribute readable from the same directions as on
+    seen pairs (the tower factorises shape and colour). Same ridge probe as
+    :func:`helpers.analysis.encoder.probe_accuracy`, class means of the same token classes.
+    """
+    values = sorted({r.attributes[attribute] for r in seen + held})
+
+    def features(recs):
+        feats: dict[str, list] = {}
+        for r in recs:
+            enc = encoder.encode(pipe, r.prompt)
+            for name, pos in encoder._class_positions(enc).items():
+                if pos:
+                    feats.setdefault(name, []).append(enc.embeds[pos].float().mean(0).cpu().numpy())
+        return {k: np.stack(v) for k, v in feats.items() if len(v) == len(recs)}
+
+    fit_x, score_x = features(seen), features(held)
+    fit_y = np.array([values.index(r.attributes[attribute]) for r in seen])
+    score_y = np.array([values.index(r.attributes[attribute]) for r in held])
+    out = {}
+    for name in fit_x.keys() & score_x.keys():
+        mean, std = fit_x[name].mean(0), fit_x[name].std(0) + 1e-6
+        w = encoder._fit_ridge((fit_x[name] - mean) / std, fit_y, len(values), alpha)
+        pred = (np.hstack([(score_x[name] - mean) / std, np.ones((len(held), 1))]) @ w).argmax(1)
+        out[name] = float((pred == score_y).mean())
+    out["chance"] = 1.0 / len(values)
+    return out
+
+
+@torch.no_grad()
+def retrieval(model, tokenizer, n: int, seed: int, held_out: str = "any") -> dict[str, float]:
     """Zero-shot accuracy of choosing the true value of each attribute among captions differing only in it."""
     rng = np.random.default_rng(seed + 1)
-    scenes = [world.sample_scene(rng, held_out="any") for _ in range(n)]
+    scenes = [world.sample_scene(rng, held_out=held_out) for _ in range(n)]
     pixels = (torch.from_numpy(world.render_batch(scenes)).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
     image = model.get_image_features(pixel_values=pixels)
     image = getattr(image, "pooler_output", image)
@@ -88,8 +123,12 @@ def main() -> None:
     pipe.text_encoder, pipe.tokenizer = model.text_model.eval(), tokenizer  # transformers 5: a CLIPTextModel, as export uses
     recs = records(args.n, args.seed)
     probes = {a: encoder.probe_accuracy(pipe, recs, a, seed=args.seed) for a in ("shape", "color", "position")}
+    held = records(args.n // 2, args.seed + 2, held_out="only")
+    transfer = {a: held_out_transfer(pipe, recs, held, a) for a in ("shape", "color")}
     result = {"work_dir": str(args.work_dir), "n": args.n, "probes": probes,
-              "retrieval": retrieval(model, tokenizer, 200, args.seed)}
+              "held_out_transfer": transfer,
+              "retrieval": retrieval(model, tokenizer, 200, args.seed),
+              "retrieval_held_out_pairs": retrieval(model, tokenizer, 200, args.seed, held_out="only")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

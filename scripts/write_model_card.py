@@ -81,7 +81,8 @@ def main() -> Path:
     stage_rows = "\n".join(f"| {name} | {s['seconds'] / 60:.1f} | "
                            + ", ".join(f"{k}={v}" for k, v in s.items() if k != "seconds") + " |"
                            for name, s in log["stages"].items())
-    cfg = log["config"]
+    cfg = dict(log["config"])
+    cfg["_stem"] = json.loads((model_dir / "clip" / "config.json").read_text()).get("vision_config", {}).get("conv_stem")
     card = f"""# tiny-shapes-sd: the embedded default model
 
 A tiny text-to-image latent diffusion model packaged as a genuine diffusers
@@ -107,7 +108,7 @@ image = pipe("a photo of a large red striped circle on the left", num_inference_
 | scheduler | DDIMScheduler, scaled-linear betas 0.00085-0.012 over 1000 steps, epsilon prediction | - |
 
 Beside the pipeline: `clip/` is the whole contrastive `CLIPModel` (text tower = the pipeline's text
-encoder, a ViT image tower, patch 8) with its `CLIPProcessor`: our offline CLIPScore model.
+encoder, a ViT image tower, {"a stem of " + str(len(cfg["_stem"]) + 1) + " stride-2 3x3 convolutions (widths " + ", ".join(map(str, cfg["_stem"])) + ") to an 8x8 token grid" if cfg.get("_stem") else "linear 8-pixel patches"}; load it with `helpers.toy.model.load_clip`) with its `CLIPProcessor`: our offline CLIPScore model.
 `evaluator/` is the attribute evaluator (a CNN trained on ground-truth renders only, no weights shared
 with the generator). Files on disk (MB): {json.dumps(sizes)}; total {sum(sizes.values()):.1f} MB.
 

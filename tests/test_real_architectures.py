@@ -247,3 +247,23 @@ def test_run_paths_on_sd15_at_real_size_reports_every_path_ok(sd15_real):
     assert "t5_extrapolation" not in result
     json.dumps(load_script("dry_run_real_architectures")._jsonable(result), allow_nan=False)  # the script can write it
     assert sd15_real.unet.config.sample_size == 64
+
+
+def test_run_paths_runs_only_the_chosen_paths_and_refuses_unknown_ones(pipes):
+    """``paths=`` selects (the trace facade on a random-tiny SD); an unknown path is one sentence."""
+    from helpers.bench.real_architectures import run_paths
+
+    result = run_paths(pipes("sd15"), steps=2, paths=["trace"])
+    assert list(result["paths"]) == ["trace"]
+    entry = result["paths"]["trace"]
+    assert entry["status"] == "OK", entry.get("error")
+    assert entry["steps_recorded"] == 2 and entry["word_map_finite"] and entry["denoiser_calls"] == 2
+    assert abs(sum(entry["class_mass_last_step"].values()) - 1) < 1e-3
+    with pytest.raises(ValueError, match="unknown helper path 'daam'"):
+        run_paths(pipes("sd15"), steps=2, paths=["daam"])
+
+
+def test_the_script_refuses_an_unknown_path(capsys):
+    with pytest.raises(SystemExit):
+        load_script("dry_run_real_architectures").parse_args(["--paths", "daam"])
+    assert "unknown helper path" in capsys.readouterr().err

@@ -119,3 +119,31 @@ def test_hard_negative_groups_differ_in_one_attribute_only():
         assert world.named_attributes(c).items() <= scenes[i].attributes().items()
     # version 3 draws no groups
     assert t.VERSION_3["clip_hard_negatives"] == 0
+
+
+def test_the_conv_stem_round_trips_and_keeps_the_token_grid(tmp_path):
+    """A CLIP pair with the conv stem: same 8x8 grid (65 vision tokens), saved and rebuilt exactly."""
+    tokenizer = tm.build_tokenizer()
+    torch.manual_seed(0)
+    model = tm.clip_model(tokenizer, conv_stem=(8, 16)).eval()
+    assert isinstance(model.vision_model.embeddings.patch_embedding, tm.ConvStem)
+    pixels = torch.randn(2, 3, toyworld.IMAGE_SIZE, toyworld.IMAGE_SIZE)
+    ids = tokenizer(["a red circle", "a blue star"], padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = model(input_ids=ids, pixel_values=pixels, output_hidden_states=True)
+    assert out.vision_model_output.last_hidden_state.shape[1] == 65
+    model.save_pretrained(tmp_path / "clip")
+    again = tm.load_clip(tmp_path / "clip").eval()
+    with torch.no_grad():
+        assert torch.equal(again(input_ids=ids, pixel_values=pixels).logits_per_image, out.logits_per_image)
+    plain = tm.clip_model(tokenizer)
+    plain.save_pretrained(tmp_path / "plain")
+    assert isinstance(tm.load_clip(tmp_path / "plain").vision_model.embeddings.patch_embedding, torch.nn.Conv2d)
+    with pytest.raises(ValueError, match="stride-2 layers"):
+        tm.clip_model(tokenizer, conv_stem=(8,))
+
+
+def test_version_3_keeps_the_patch_projection_and_v4_uses_the_stem():
+    module = load_script("train_tiny_model")
+    assert module.VERSION_3["clip_image_stem"] == "patch" and module.IMAGE_STEMS["patch"] is None
+    assert module.PROFILES["full"]["clip_image_stem"] == "conv" and module.IMAGE_STEMS["conv"] == (32, 64)

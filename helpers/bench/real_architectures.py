@@ -32,7 +32,7 @@ import resource
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -41,6 +41,7 @@ from ..generation import generate, initial_latents
 from ..guidance import TextWindow, sample
 from ..hooks.attention import attention_resolutions, record_attention
 from ..hooks.kv import generate_substituted
+from ..hooks.trace import trace
 from ..hooks.trajectory import trajectory
 from ..loading import denoiser, family as pipeline_family, set_scheduler
 from ..resources import data_dir
@@ -56,7 +57,7 @@ MODEL_IDS = {
     "pixart": "PixArt-alpha/PixArt-XL-2-512x512",
 }
 #: The helper paths :func:`run_paths` runs, in order ("plain": the stock call, the baseline and warm-up).
-PATHS = ("plain", "attention", "surgery", "kv", "guidance", "trajectory", "fft")
+PATHS = ("plain", "attention", "trace", "surgery", "kv", "guidance", "trajectory", "fft")
 PROMPTS = ("a red striped circle on the left", "a blue plain star at the top")
 T5_LAYERS = 24  # T5-v1.1-XXL's encoder
 T5_MAX_LENGTH = 120  # PixArt-alpha's max_sequence_length
@@ -298,6 +299,24 @@ def _attention(pipe, steps: int, kw: dict, state: dict) -> dict:
             "token_mass_shape": list(rec.token_mass().shape)}
 
 
+def _trace(pipe, steps: int, kw: dict, state: dict) -> dict:
+    """The DAAM-style facade on a plain call: prompt captured, per-step word maps, class mass."""
+    expected = sorted(attention_resolutions(denoiser(pipe)), reverse=True)
+    with trace(pipe) as tr:
+        generate(pipe, [PROMPTS[0]], num_inference_steps=steps, progress=False, **kw)
+    if tr.prompts != [PROMPTS[0]]:
+        raise AssertionError(f"trace captured prompts {tr.prompts}, expected {[PROMPTS[0]]}")
+    heights = [h for h, _ in tr.sizes]
+    if heights != expected:
+        raise AssertionError(f"trace recorded heights {heights}, expected {expected}")
+    word = tr.word_map("circle", 0, step=-1)
+    mass = tr.class_mass()
+    last = mass[mass["step"] == mass["step"].max()].groupby("class")["mass"].sum()
+    return {"prompts": tr.prompts, "sizes": [list(x) for x in tr.sizes], "steps_recorded": len(tr.timesteps),
+            "word_map_shape": list(word.shape), "word_map_finite": bool(torch.isfinite(word).all()),
+            "class_mass_last_step": {str(k): float(v) for k, v in last.items()}}
+
+
 def _surgery(pipe, steps: int, kw: dict, state: dict) -> dict:
     sync = _synchronizer(denoiser(pipe).device)
     sync()
@@ -344,7 +363,7 @@ def _fft(pipe, steps: int, kw: dict, state: dict) -> dict:
 
 
 _PATH_FUNCTIONS: dict[str, Callable[[Any, int, dict, dict], dict]] = {
-    "plain": _plain, "attention": _attention, "surgery": _surgery, "kv": _kv, "guidance": _guidance,
+    "plain": _plain, "attention": _attention, "trace": _trace, "surgery": _surgery, "kv": _kv, "guidance": _guidance,
     "trajectory": _trajectory, "fft": _fft}
 
 
@@ -365,20 +384,25 @@ def check_size(height: int | None, width: int | None) -> int | None:
 
 
 def run_paths(pipe, steps: int = 2, height: int | None = None, width: int | None = None,
-              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+              log: Callable[[str], None] | None = None, paths: Sequence[str] | None = None) -> dict[str, Any]:
     """Run every helper path of :data:`PATHS` for ``steps`` steps; per path its status, time and memory.
 
     At the native latent size, or at ``height`` x ``width`` pixels (square, a multiple of 64) with the
     real channel widths. Each path's entry: ``status`` (``"OK"`` or ``"error"`` with the message),
     ``seconds`` (wall time of the path), ``seconds_per_step`` (denoiser forward time per call, hooks
     included; one call per step, with the CFG batch), ``peak_memory_bytes`` and ``peak_memory_kind``.
-    A path's failure never stops the others.
+    A path's failure never stops the others. ``paths`` runs only those (in :data:`PATHS`' order; ``kv``
+    needs ``surgery``, ``fft`` reads ``trajectory``'s latents when it ran).
 
     Raises:
-        ValueError: ``steps`` below 1, or an unusable size (see :func:`check_size`).
+        ValueError: ``steps`` below 1, an unknown path, or an unusable size (see :func:`check_size`).
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, not {steps!r}")
+    unknown = [p for p in (paths or ()) if p not in PATHS]
+    if unknown:
+        raise ValueError(f"unknown helper path {unknown[0]!r}: choose among {', '.join(PATHS)}")
+    selected = [p for p in PATHS if paths is None or p in paths]
     side = check_size(height, width)
     log = log or (lambda message: None)
     model = denoiser(pipe)
@@ -390,7 +414,7 @@ def run_paths(pipe, steps: int = 2, height: int | None = None, width: int | None
     state: dict[str, Any] = {}
     with latent_size(pipe, None if side is None else side // pipe.vae_scale_factor) as size:
         result.update(latent_size=size, image_size=size * pipe.vae_scale_factor, native_size=side is None)
-        for name in PATHS:
+        for name in selected:
             log(f"  {name}: running {steps} step(s) at {size * pipe.vae_scale_factor} px ...")
             _reset_peak(device)
             timer = _DenoiserTimer(model)
