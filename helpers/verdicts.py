@@ -47,9 +47,12 @@ RULES: Mapping[str, Mapping[str, Any]] = _freeze({
     "text_removal": {  # 05 and 06: one intervention, one rule
         "k_fraction": 0.5, "n_steps": 50, "sampler": "ddim", "margin": 3.0, "variant": "uncond",
         "value": "attribute accuracy %", "unit_column": "prompt", "level": 0.95},
+    "text_early": {  # 05's headline: the causal switch test (A for k steps then B, and B then A)
+        "early_fraction": 0.2, "threshold": 0.5, "attribute": "shape", "against": "images", "level": 0.95,
+        "n_boot": 10000, "seed": 0},
 })
-_Q, _F, _S, _O, _E, _T = (RULES[k] for k in ("model_quality", "frequency", "shape_first", "sos", "eos_switch",
-                                            "text_removal"))
+_Q, _F, _S, _O, _E, _T, _X = (RULES[k] for k in ("model_quality", "frequency", "shape_first", "sos", "eos_switch",
+                                                "text_removal", "text_early"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -419,3 +422,58 @@ def text_removal_keeps_quality(table: pd.DataFrame, *, k: int | None = None, n_s
     return _make("Removing the text for the final steps keeps the prompt's attributes", verdict, est,
                  f"accuracy lost at k={k_reg} (a={n_steps - k_reg})", rule, reason, extra,
                  details={"k": k_reg, "latency": latency}, exploration=exploration)
+
+
+# ----------------------------------------------------------------------------------------- 05
+def text_conveyed_early(table: pd.DataFrame, *, early_fraction: float = _X["early_fraction"],
+                        threshold: float = _X["threshold"], attribute: str = _X["attribute"],
+                        against: str = _X["against"], level: float = _X["level"], n_boot: int = _X["n_boot"],
+                        seed: int = _X["seed"]) -> Verdict:
+    """Notebook 05: the conditioning of the first steps decides the shape (the causal switch test).
+
+    ``table``: :func:`helpers.analysis.switch_test.readings_table` -- per pair (A, B), order (``"A->B"``: A
+    for the first k steps, then B; ``"B->A"``) and k, whether the final image's ``attribute`` follows the
+    early or the late prompt (``against`` the ``"images"`` of A alone and B alone from the same seed, or the
+    ``"prompts"``). With N the table's steps and k* = round(early_fraction · N), a switch step of the table:
+    per order, the rate of following the early prompt at k* gets a Wilson interval (n = usable pairs):
+    SUPPORTED when its lower bound is ``> threshold`` in both orders; NOT SUPPORTED when some order's upper
+    bound is ``< threshold``; else INCONCLUSIVE. Headline: the order with the lower rate. Reported only
+    (``exploration``, never the verdict): both rates at every k, attribute and reference
+    (``switch_test.rate_curve``); per attribute the crossover k, the first k at which more than
+    ``threshold`` of the images (orders pooled) follow the early prompt, with a pair-bootstrap interval.
+    Why: an image that keeps the early prompt's shape more often than not after N/5 steps of it and 4N/5
+    of the other was decided by the first steps; both orders, so neither side wins by being easier to draw;
+    the lower bound, so n counts (42 of 60 passes, 14 of 20 does not).
+    """
+    from .analysis import switch_test as sw
+
+    if set(sw.COLUMNS) - set(table.columns) or table["steps"].nunique() != 1:
+        raise ValueError(f"The switch table needs the columns {sw.COLUMNS} (switch_test.readings_table) and one N.")
+    n_steps = int(table["steps"].iloc[0])
+    k_reg = int(round(early_fraction * n_steps))  # k*
+    at = table[(table["attribute"] == attribute) & (table["against"] == against) & (table["k"] == k_reg)].dropna()
+    if not 0 < k_reg < n_steps or set(at["order"]) != set(sw.ORDERS):
+        raise ValueError(f"The pre-registered switch step k={k_reg} (round({early_fraction:g} x N), N={n_steps}) "
+                         f"needs usable {attribute!r} rows against the {against} in both orders {sw.ORDERS}.")
+    rates = {o: tuple(stats.wilson(int(at.loc[at["order"] == o, c].sum()), int((at["order"] == o).sum()), level)
+                      for c in ("early", "late")) for o in sw.ORDERS}
+    worst = min(sw.ORDERS, key=lambda o: rates[o][0].value)
+    failing = [o for o in sw.ORDERS if rates[o][0].hi < threshold]
+    passing = all(r[0].lo > threshold for r in rates.values())
+    verdict = SUPPORTED if passing else NOT_SUPPORTED if failing else INCONCLUSIVE
+    cross = sw.crossover_table(table[table["against"] == against], threshold, level, n_boot, seed)
+    crossing = {r.attribute: Estimate(r.crossover_k, r.lo, r.hi, r.n, r.method, level) for r in cross.itertuples()}
+    other = sw.ORDERS[1 - sw.ORDERS.index(worst)]
+    extra = (f"; {other}: {rates[other][0]}; following the late prompt at k={k_reg}: "
+             + ", ".join(f"{o} {rates[o][1]}" for o in sw.ORDERS)
+             + "; crossover k (early prompt wins), reported: "
+             + ", ".join(f"{a} {e}" for a, e in crossing.items()))
+    rule = (f"rate of following the early prompt's {attribute} (vs the {against}) at k={k_reg} "
+            f"(round({early_fraction:g} x N), N={n_steps}): Wilson lower bound > {threshold:g} in both orders")
+    reason = {SUPPORTED: f"in both orders the first {k_reg} of {n_steps} steps decide the {attribute}",
+              NOT_SUPPORTED: f"in {' and '.join(failing)} fewer than {threshold:.0%} keep the early {attribute}",
+              INCONCLUSIVE: f"an interval contains {threshold:g}: too few pairs to decide"}[verdict]
+    return _make("The text is conveyed in the first steps (the early conditioning decides the shape)", verdict,
+                 rates[worst][0], f"rate of following the early prompt's {attribute} at k={k_reg} ({worst})",
+                 rule, reason, extra, details={"k": k_reg, "steps": n_steps, "rates": rates, "crossover": crossing},
+                 exploration=sw.rate_curve(table, level))

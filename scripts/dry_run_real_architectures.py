@@ -148,6 +148,7 @@ def run_family(family: str, args: argparse.Namespace, out: Path) -> dict:
         kept = {k: v for k, v in merged["paths"].items() if k not in result["paths"]}
         merged["paths"] = {k: result["paths"].get(k, kept.get(k)) for k in ra.PATHS if k in result["paths"] or k in kept}
         merged.setdefault("reruns", []).append({"paths": list(result["paths"]), "steps": result["steps"],
+                                                "image_size": result["image_size"], "threads": torch.get_num_threads(),
                                                 "date": time.strftime("%Y-%m-%d")})
         result = {**merged, "paths": merged["paths"]}
         _write(previous, result)

@@ -285,3 +285,80 @@ def test_text_removal_errors():
     unpaired = unpaired[~((unpaired["k"] == 25) & (unpaired["prompt"] == 3))]
     with pytest.raises(ValueError, match="paired"):
         V.text_removal_keeps_quality(unpaired)
+
+
+# --------------------------------------------------------------------- 05 the causal switch test
+def _early(rates, n=60, steps=50, against="images", attribute="shape"):
+    """Rule rows: at each k, per order, the first round(rate * n) pairs follow the early prompt, the rest the late.
+
+    ``rates``: k -> one rate for both orders, or a dict order -> rate."""
+    rows = []
+    for k, rate in rates.items():
+        for order in ("A->B", "B->A"):
+            r = rate[order] if isinstance(rate, dict) else rate
+            hits = int(round(r * n))
+            rows += [(i, order, k, steps, attribute, against, float(i < hits), float(i >= hits)) for i in range(n)]
+    return pd.DataFrame(rows, columns=["pair", "order", "k", "steps", "attribute", "against", "early", "late"])
+
+
+GRID = {0: 0.0, 2: 0.2, 5: 0.4, 15: 0.95, 25: 1.0, 50: 1.0}
+
+
+def test_text_early_defaults_come_from_rules():
+    for name, p in inspect.signature(V.text_conveyed_early).parameters.items():
+        if p.kind is p.KEYWORD_ONLY:
+            assert p.default == V.RULES["text_early"][name], name
+    r = V.RULES["text_early"]
+    assert (r["early_fraction"], r["threshold"], r["attribute"], r["against"]) == (0.2, 0.5, "shape", "images")
+
+
+def test_text_early_sides_and_boundary():
+    ok = V.text_conveyed_early(_early({**GRID, 10: 0.7}))           # 42/60 in both orders: Wilson [0.575, 0.80]
+    assert ok.verdict == S and ok.estimate.n == 60 and ok.details["k"] == 10 and ok.details["steps"] == 50
+    assert ok.estimate.lo > 0.5 and ok.estimate.value == pytest.approx(0.7)
+    _check_text(ok)
+    assert "crossover k" in ok.sentence and ok.details["crossover"]["shape"].value == 10
+    assert V.text_conveyed_early(_early({**GRID, 10: 0.7}, n=20)).verdict == I     # 14/20: [0.481, 0.855]
+    assert V.text_conveyed_early(_early({**GRID, 10: 0.85}, n=20)).verdict == S    # 17/20: [0.640, 0.948]
+    late = V.text_conveyed_early(_early({**GRID, 10: {"A->B": 0.9, "B->A": 1 / 3}}))  # 20/60: upper 0.46
+    assert late.verdict == N and "B->A" in late.sentence and late.estimate.value == pytest.approx(1 / 3)
+    lo = stats.wilson(42, 60).lo
+    assert V.text_conveyed_early(_early({**GRID, 10: 0.7}), threshold=lo).verdict == I   # lo == threshold: not >
+    assert V.text_conveyed_early(_early({**GRID, 10: 0.7}), threshold=lo - 1e-9).verdict == S
+
+
+def test_text_early_needs_both_orders_not_their_pool():
+    # pooled, 90 of 120 follow the early prompt (lower bound 0.67): but B->A alone is 30/60, a coin flip
+    v = V.text_conveyed_early(_early({**GRID, 10: {"A->B": 1.0, "B->A": 0.5}}))
+    assert v.verdict == I and v.estimate.value == pytest.approx(0.5) and "B->A" in v.sentence
+
+
+def test_text_early_only_the_registered_step_counts():
+    # every other k passes (k=15 with 0.95), k* = 10 does not: exploration only
+    v = V.text_conveyed_early(_early({**GRID, 10: 0.3}))
+    assert v.verdict == N
+    ex = v.exploration
+    assert set(ex["k"]) == set(GRID) | {10} and {"A->B", "B->A", "both orders"} <= set(ex["order"])
+    assert v.details["crossover"]["shape"].value == 15
+    # and the reverse: a failure at another k never touches a pass at k*
+    assert V.text_conveyed_early(_early({**GRID, 10: 0.9, 15: 0.1})).verdict == S
+    # the prompts reference is reported, not read, unless the caller changes the rule
+    both = pd.concat([_early({**GRID, 10: 0.9}), _early({**GRID, 10: 0.1}, against="prompts")])
+    assert V.text_conveyed_early(both).verdict == S
+    assert V.text_conveyed_early(both, against="prompts").verdict == N
+
+
+def test_text_early_errors():
+    with pytest.raises(ValueError, match="columns"):
+        V.text_conveyed_early(_early(GRID).drop(columns="against"))
+    with pytest.raises(ValueError, match="one N"):
+        V.text_conveyed_early(pd.concat([_early({**GRID, 10: 0.9}), _early({2: 0.9}, steps=10)]))
+    with pytest.raises(ValueError, match="k=10"):
+        V.text_conveyed_early(_early(GRID))                              # k* = 10 is not a switch step of the table
+    with pytest.raises(ValueError, match="both orders"):
+        t = _early({**GRID, 10: 0.9})
+        V.text_conveyed_early(t[~((t["k"] == 10) & (t["order"] == "B->A"))])
+    with pytest.raises(ValueError, match="k=0"):
+        V.text_conveyed_early(_early({**GRID, 10: 0.9}), early_fraction=0.0)   # k* must switch part-way
+    with pytest.raises(ValueError, match="'color'"):
+        V.text_conveyed_early(_early({**GRID, 10: 0.9}), attribute="color")
