@@ -169,7 +169,7 @@ less, so more of the gradient goes to the high-noise steps that decide shape, co
         card += "\n" + notes.read_text()
     objective = cfg.get("clip_objective", "eos_head")
     reproduce_flags = ("" if objective == "clip" else
-                       "--set clip_objective=eos_head --set caption_filler=0 --set clip_steps=800 --set clip_hard_negatives=0"
+                       "--set clip_objective=eos_head --set caption_filler=0 --set clip_steps=800 --set clip_hard_negatives=0 --set clip_image_stem=patch"
                        if objective == "eos_head" else f"--set clip_objective={objective}")
     total_min = f"about {sum(st['seconds'] for st in log['stages'].values()) / 60:.0f} minutes"
     card += f"""\n## Reproduce
