@@ -149,6 +149,7 @@ def run_family(family: str, args: argparse.Namespace, out: Path) -> dict:
         merged["paths"] = {k: result["paths"].get(k, kept.get(k)) for k in ra.PATHS if k in result["paths"] or k in kept}
         merged.setdefault("reruns", []).append({"paths": list(result["paths"]), "steps": result["steps"],
                                                 "image_size": result["image_size"], "threads": torch.get_num_threads(),
+                                                "shared_machine": bool(os.environ.get("T2I_SHARED_MACHINE")),
                                                 "date": time.strftime("%Y-%m-%d")})
         result = {**merged, "paths": merged["paths"]}
         _write(previous, result)
@@ -222,6 +223,11 @@ def summary(out: Path, args: argparse.Namespace) -> Path:
                     f"parameters, peak {t5['peak_memory_real_estimate_bytes'] / gib:.2f} GiB"
                     + (f", encoding {t5['encode_seconds_real_estimate']:.3f} s/prompt" if enc is not None else "")
                     + " (scaled by layers, not measured).")
+            for rerun in r.get("reruns", []):
+                notes.append(f"- {family}: path(s) {', '.join(rerun['paths'])} rerun on {rerun['date']} "
+                             f"({rerun['steps']} step(s), {rerun.get('image_size')} px, {rerun.get('threads')} thread(s)"
+                             + (", beside other jobs" if rerun.get("shared_machine") else "")
+                             + "): their s/step is not comparable with the other rows'.")
             if family == "pixart":
                 notes.append("- pixart: its tokenizer is a STAND-IN (T5's real vocabulary cannot be built offline).")
         elif error.exists():
