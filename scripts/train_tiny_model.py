@@ -607,7 +607,7 @@ def reuse_image_stages(run: Run, model_dir: Path) -> None:
     """Take the VAE (fine-tuned decoder included) and the evaluator from ``model_dir`` (see ``--reuse-image-stages``).
 
     Neither reads a caption or the text encoder, so a run that changes only the text side would
-    train them bit for bit as ``model_dir``'s run did (checked: results/reproducibility/stages.md).
+    train them bit for bit as ``model_dir``'s run did (checked for v3: results/model_v3/reproducibility/stages.md).
     The latents stage still runs: it re-encodes the rendered data with the copied encoder.
     """
     import shutil
