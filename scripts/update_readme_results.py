@@ -54,7 +54,7 @@ def objectives() -> str:
 
 
 def measurements() -> str:
-    """Notebook 01's decision steps and AUROC, notebook 03's influence by class (full profile)."""
+    """Notebook 01's decision steps and AUROC, 03's influence by class, 04's controls, 05's crossover k (full)."""
     import pandas as pd
 
     full = RESULTS / "embedded" / "full"
@@ -74,6 +74,18 @@ def measurements() -> str:
     for r in inf.itertuples():
         if (r.test, r.measure) in wanted:
             rows.append(f"| {r.condition}: {r.measure} (03) | {100 * r.value:.1f}% [{100 * r.lo:.1f}, {100 * r.hi:.1f}] | {r.n} |")
+    controls = full / "04_eos_switch" / "controls.csv"
+    if controls.exists():  # 04's controls beside its verdict (vs the same-seed A/B images)
+        c = pd.read_csv(controls)
+        for r in c[(c.comparison == "images") & c.condition.isin(["[EOS] class (all)", "real [EOS] only", "padding only"])].itertuples():
+            rows.append(f"| switch {r.condition}: shape follows B (04) | {100 * r.follows_B:.1f}% "
+                        f"[{100 * r.follows_B_lo:.1f}, {100 * r.follows_B_hi:.1f}] | {r.n} |")
+    crossover = full / "05_text_early" / "switch_test_crossover.csv"
+    if crossover.exists():  # 05's causal switch test: first k at which the early prompt wins
+        x = pd.read_csv(crossover)
+        for r in x[x.against == "images"].itertuples():
+            rows.append(f"| crossover k for {r.attribute}: the first k of 50 steps of A (then B, and reverse) after which "
+                        f"the early prompt wins (05) | {r.crossover_k:g} [{r.lo:g}, {r.hi:g}] | {r.n} |")
     return "\n".join(rows)
 
 
