@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
+
+import numpy as np
 
 ENV_VAR = "T2I_PROFILE"
 MODEL_ENV_VAR = "T2I_MODEL_ID"
@@ -47,6 +50,19 @@ def get_profile(name: str | None = None) -> Profile:
     if chosen not in PROFILES:
         raise ValueError(f"unknown profile {chosen!r}: use 'quick' or 'full' (parameter PROFILE or ${ENV_VAR})")
     return PROFILES[chosen]
+
+
+def count_setting(value: Any, name: str, default: int | None = None) -> int | None:
+    """A notebook's size parameter (``N_PAIRS`` ...): a positive integer, or ``default`` when ``None``.
+
+    Raises:
+        ValueError: anything else (one sentence naming the parameter).
+    """
+    if value is None:
+        return default
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer or None, not {value!r}")
+    return int(value)
 
 
 def get_model_id(model_id: str | None = None) -> str | None:

@@ -50,38 +50,6 @@ def records(n: int, seed: int, held_out: str = "exclude") -> list:
 
 
 @torch.no_grad()
-def held_out_transfer(pipe, seen: list, held: list, attribute: str, alpha: float = 1.0) -> dict[str, float]:
-    """A linear probe fit on seen shape x colour pairs, scored on held-out pairs (never in training).
-
-    What the UNet needs on held-out prompts: the attribute readable from the same directions as on
-    seen pairs (the tower factorises shape and colour). Same ridge probe as
-    :func:`helpers.analysis.encoder.probe_accuracy`, class means of the same token classes.
-    """
-    values = sorted({r.attributes[attribute] for r in seen + held})
-
-    def features(recs):
-        feats: dict[str, list] = {}
-        for r in recs:
-            enc = encoder.encode(pipe, r.prompt)
-            for name, pos in encoder._class_positions(enc).items():
-                if pos:
-                    feats.setdefault(name, []).append(enc.embeds[pos].float().mean(0).cpu().numpy())
-        return {k: np.stack(v) for k, v in feats.items() if len(v) == len(recs)}
-
-    fit_x, score_x = features(seen), features(held)
-    fit_y = np.array([values.index(r.attributes[attribute]) for r in seen])
-    score_y = np.array([values.index(r.attributes[attribute]) for r in held])
-    out = {}
-    for name in fit_x.keys() & score_x.keys():
-        mean, std = fit_x[name].mean(0), fit_x[name].std(0) + 1e-6
-        w = encoder._fit_ridge((fit_x[name] - mean) / std, fit_y, len(values), alpha)
-        pred = (np.hstack([(score_x[name] - mean) / std, np.ones((len(held), 1))]) @ w).argmax(1)
-        out[name] = float((pred == score_y).mean())
-    out["chance"] = 1.0 / len(values)
-    return out
-
-
-@torch.no_grad()
 def retrieval(model, tokenizer, n: int, seed: int, held_out: str = "any") -> dict[str, float]:
     """Zero-shot accuracy of choosing the true value of each attribute among captions differing only in it."""
     rng = np.random.default_rng(seed + 1)
@@ -124,7 +92,8 @@ def main() -> None:
     recs = records(args.n, args.seed)
     probes = {a: encoder.probe_accuracy(pipe, recs, a, seed=args.seed) for a in ("shape", "color", "position")}
     held = records(args.n // 2, args.seed + 2, held_out="only")
-    transfer = {a: held_out_transfer(pipe, recs, held, a) for a in ("shape", "color")}
+    # fit on seen shape x colour pairs, scored on held-out pairs: does the tower factorise them?
+    transfer = {a: encoder.probe_accuracy(pipe, recs, a, score_records=held) for a in ("shape", "color")}
     result = {"work_dir": str(args.work_dir), "n": args.n, "probes": probes,
               "held_out_transfer": transfer,
               "retrieval": retrieval(model, tokenizer, 200, args.seed),

@@ -122,3 +122,28 @@ def test_figures(recorded):
     fig = figures.plot_eos_split(run.table, study.padding_offsets(run.mass, run.classes))
     assert [ax.get_title() for ax in fig.axes] == ["[EOS] class split", "Padding copies"]
     plt.close("all")
+
+
+def test_probe_fit_on_some_records_scored_on_others(tiny_pipe):
+    """``score_records``: fit on one set (seen pairs), score on another (held-out pairs); the default split unchanged."""
+    import types
+
+    from helpers.analysis import encoder
+    from helpers.toy import world
+
+    rng = np.random.default_rng(0)
+
+    def recs(n, held_out):
+        out = []
+        for _ in range(n):
+            text = world.caption(world.sample_scene(rng, held_out=held_out), template=world.FULL_TEMPLATES[0])
+            out.append(types.SimpleNamespace(prompt=text, attributes=world.named_attributes(text)))
+        return out
+
+    seen, held = recs(12, "exclude"), recs(4, "only")
+    split = encoder.probe_accuracy(tiny_pipe, seen, "shape")
+    transfer = encoder.probe_accuracy(tiny_pipe, seen, "shape", score_records=held)
+    assert set(split) == set(transfer) and all(0 <= v <= 1 for v in transfer.values())
+    assert all(v * 4 == round(v * 4) for k, v in transfer.items() if k != "chance")  # scored on the 4 held-out
+    with pytest.raises(ValueError, match="score_records has no prompt"):
+        encoder.probe_accuracy(tiny_pipe, seen, "shape", score_records=[types.SimpleNamespace(prompt="x", attributes={})])

@@ -68,24 +68,34 @@ def _fit_ridge(x: np.ndarray, y: np.ndarray, n_classes: int, alpha: float) -> np
 
 
 @torch.no_grad()
-def probe_accuracy(pipe, records: Sequence, attribute: str, alpha: float = 1.0, seed: int = 0) -> dict[str, float]:
+def probe_accuracy(pipe, records: Sequence, attribute: str, alpha: float = 1.0, seed: int = 0,
+                   score_records: Sequence | None = None) -> dict[str, float]:
     """Held-out accuracy of a linear probe of ``attribute`` from the mean embedding of each token class.
 
     ``records`` are prompt records naming ``attribute`` (toy prompt sets); half of them (a seeded
-    split) fit the probe, the other half score it. Chance is 1 / (number of values).
+    split) fit the probe, the other half score it. With ``score_records`` all of ``records`` fit it and
+    ``score_records`` score it (e.g. fit on seen shape x colour pairs, score on held-out pairs).
+    Chance is 1 / (number of values).
     """
     records = [r for r in records if attribute in getattr(r, "attributes", {})]
+    scored = None if score_records is None else [r for r in score_records if attribute in getattr(r, "attributes", {})]
     if len(records) < 8:
         raise ValueError(f"a probe of {attribute!r} needs at least 8 prompts that name it, got {len(records)}")
-    values = sorted({r.attributes[attribute] for r in records})
-    labels = np.array([values.index(r.attributes[attribute]) for r in records])
+    if scored is not None and not scored:
+        raise ValueError(f"score_records has no prompt that names {attribute!r}")
+    everything = records + (scored or [])
+    values = sorted({r.attributes[attribute] for r in everything})
+    labels = np.array([values.index(r.attributes[attribute]) for r in everything])
     features: dict[str, list[np.ndarray]] = {c: [] for c in CLASSES}
-    for record in records:
+    for record in everything:
         enc = encode(pipe, record.prompt)
         for name, pos in _class_positions(enc).items():
             features[name].append(enc.embeds[pos].float().mean(0).cpu().numpy() if pos else None)
-    order = np.random.default_rng(seed).permutation(len(records))
-    fit, score = order[: len(order) // 2], order[len(order) // 2:]
+    if scored is None:
+        order = np.random.default_rng(seed).permutation(len(records))
+        fit, score = order[: len(order) // 2], order[len(order) // 2:]
+    else:
+        fit, score = np.arange(len(records)), np.arange(len(records), len(everything))
     out = {}
     for name, feats in features.items():
         if any(f is None for f in feats):

@@ -204,21 +204,6 @@ def rates_text(rates: pd.DataFrame, comparison: str = "images", conditions: Sequ
 
 
 # ------------------------------------------------------------------------------ KL per step
-def _kl_values(logits_orig: torch.Tensor, logits_sub: torch.Tensor, valid: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The three KLs of :meth:`AttentionKL.update` per query, computed with the same operations."""
-    logp = torch.log_softmax(logits_orig.float(), dim=-1)
-    logq = torch.log_softmax(logits_sub.float(), dim=-1)
-    p, q = logp.exp(), logq.exp()
-    n_valid = valid.float().sum(-1, keepdim=True).clamp(min=1)
-    log_u = -torch.log(n_valid)
-    zero = torch.zeros((), dtype=p.dtype, device=p.device)
-    return {
-        "kl_substituted": torch.where(p > 0, p * (logp - logq), zero).sum(-1),
-        "kl_uniform": torch.where(p > 0, p * (logp - log_u), zero).sum(-1),
-        "kl_uniform_substituted": torch.where(q > 0, q * (logq - log_u), zero).sum(-1),
-    }
-
-
 class StepwiseKL(AttentionKL):
     """:class:`~helpers.hooks.kv.AttentionKL` that also keeps the KL sums per denoising step and per prompt.
 
@@ -243,7 +228,7 @@ class StepwiseKL(AttentionKL):
         """:meth:`AttentionKL.update`, plus the per-prompt sums of the open step."""
         if not self.timesteps:
             raise ValueError("StepwiseKL.update was called before begin_step: open a step for each denoiser call")
-        values = _kl_values(logits_orig, logits_sub, valid)
+        values = self.values(logits_orig, logits_sub, valid)
         self.add(layer, [float(values[k].sum()) for k in self.KEYS], values["kl_substituted"].numel())
         per = np.stack([values[k].reshape(values[k].shape[0], -1).double().sum(-1).cpu().numpy() for k in self.KEYS])
         count = np.full(per.shape[1], values["kl_substituted"][0].numel(), dtype=np.float64)

@@ -29,20 +29,12 @@ import numpy as np
 import pandas as pd
 
 from ..loading import uses_toy_world
-from ..profile import Profile
+from ..profile import Profile, count_setting as _count
 from ..text import surgery
 from . import alignment, eos_controls
 
 __all__ = ["Settings", "EOSStudy", "Table1", "SwitchedMaps", "table1", "attention_maps", "maps_by_step", "summary",
            "summary_text", "save"]
-
-
-def _count(value: Any, name: str) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer or None, not {value!r}")
-    return int(value)
 
 
 @dataclasses.dataclass(frozen=True)

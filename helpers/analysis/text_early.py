@@ -33,7 +33,8 @@ import pandas as pd
 
 from .. import guidance, promptsets, sweeps, verdicts
 from ..loading import uses_toy_world
-from ..profile import Profile
+from ..bench.timing import x0_guidance_scale
+from ..profile import Profile, count_setting as _count
 from ..text import surgery
 from . import alignment, metrics, switch_test
 from .influence import differing_pairs
@@ -51,14 +52,6 @@ CAUSAL_FRACTIONS = (0.04, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 def ks_of(fractions: Sequence[float], steps: int) -> list[int]:
     """Step counts k for fractions of N (0 and N included, duplicates dropped)."""
     return sorted({int(round(f * steps)) for f in fractions} | {0, steps})
-
-
-def _count(value: Any, name: str, default: int) -> int:
-    if value is None:
-        return default
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer or None, not {value!r}.")
-    return int(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,7 +302,7 @@ def x0_scale(pipe, steps: int) -> tuple[np.ndarray, np.ndarray]:
     if len(t) != steps:
         raise ValueError(f"{type(scheduler).__name__} samples {len(t)} timesteps for {steps} steps: no x̂0 scale.")
     abar = np.asarray(scheduler.alphas_cumprod, dtype=np.float64)[t]
-    return abar, np.sqrt((1 - abar) / abar)
+    return abar, x0_guidance_scale(abar)
 
 
 def x0_norms(run: guidance.GuidanceRun, pipe) -> pd.DataFrame:

@@ -20,6 +20,8 @@ from typing import Any, Sequence, TypeVar
 import numpy as np
 import pandas as pd
 
+from ..stats import Estimate
+
 __all__ = ["Interval", "RatioInterval", "interleaved_order", "median_interval", "ratio_interval",
            "ratio_table", "monotonicity_flags", "limit_hw", "limit_calls", "gap", "machine_load",
            "x0_guidance_scale", "x0_guidance_norm"]
@@ -28,22 +30,8 @@ T = TypeVar("T")
 INTERVALS = ("bootstrap", "order")
 
 
-@dataclass(frozen=True)
-class Interval:
-    """A median over rounds with its interval: ``value [lo, hi] (n, method level)``; lo/hi are NaN for n = 1."""
-
-    value: float
-    lo: float
-    hi: float
-    n: int
-    method: str
-    level: float = 0.95
-
-    def __iter__(self):  # value, lo, hi = interval
-        return iter((self.value, self.lo, self.hi))
-
-    def __str__(self) -> str:
-        return f"{self.value:.4g} [{self.lo:.4g}, {self.hi:.4g}] (n={self.n}, {self.method} {self.level:.0%})"
+#: A median over rounds with its interval (lo/hi NaN for n = 1): the project's one interval type.
+Interval = Estimate
 
 
 def _check_level(level: float) -> None:

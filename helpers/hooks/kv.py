@@ -58,18 +58,23 @@ class AttentionKL:
 
     def update(self, layer: str, logits_orig: torch.Tensor, logits_sub: torch.Tensor, valid: torch.Tensor) -> None:
         """Add ``(..., queries, tokens)`` attention logits; ``valid`` marks attended tokens."""
+        values = self.values(logits_orig, logits_sub, valid)
+        self.add(layer, [float(values[k].sum()) for k in self.KEYS], values["kl_substituted"].numel())
+
+    @staticmethod
+    def values(logits_orig: torch.Tensor, logits_sub: torch.Tensor, valid: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The three KLs of :attr:`KEYS` per query ``(..., queries)``; ``valid`` marks attended tokens."""
         logp = torch.log_softmax(logits_orig.float(), dim=-1)
         logq = torch.log_softmax(logits_sub.float(), dim=-1)
         p, q = logp.exp(), logq.exp()
         n_valid = valid.float().sum(-1, keepdim=True).clamp(min=1)
         log_u = -torch.log(n_valid)
         zero = torch.zeros((), dtype=p.dtype, device=p.device)
-        values = {
+        return {
             "kl_substituted": torch.where(p > 0, p * (logp - logq), zero).sum(-1),
             "kl_uniform": torch.where(p > 0, p * (logp - log_u), zero).sum(-1),
             "kl_uniform_substituted": torch.where(q > 0, q * (logq - log_u), zero).sum(-1),
         }
-        self.add(layer, [float(values[k].sum()) for k in self.KEYS], values["kl_substituted"].numel())
 
     def add(self, layer: str, sums: Sequence[float], n: int) -> None:
         """Add the sums (in :attr:`KEYS` order) of ``n`` values of one layer to the running sums."""
