@@ -93,15 +93,17 @@ class Switch:
 
 @dataclasses.dataclass(frozen=True)
 class AdaptiveStop:
-    """Per prompt, stop CFG after the first step where ``||eps_c - eps_u|| / ||eps_u|| < threshold``.
+    """Per prompt, stop CFG after the first step where the criterion falls below ``threshold``.
 
-    At least ``min_text_steps`` steps keep the text. ``variant`` is what is kept after
-    the stop, as in :class:`TextWindow`.
+    ``criterion="ratio"``: ``||eps_c - eps_u|| / ||eps_u||``; ``"x0"``: the guidance term's size on the
+    predicted clean image, RMS(eps_c - eps_u) · √((1 − ᾱ_t) / ᾱ_t) (``GuidanceRun.x0_guidance``). At least
+    ``min_text_steps`` steps keep the text. ``variant`` is what is kept after the stop, as in :class:`TextWindow`.
     """
 
     threshold: float
     variant: str = "uncond"
     min_text_steps: int = 1
+    criterion: str = "ratio"
 
 
 Schedule = TextWindow | Switch | AdaptiveStop | None
@@ -254,6 +256,7 @@ class GuidanceRun:
     denoiser_calls: int
     denoiser_rows: int
     num_inference_steps: int
+    x0_guidance: np.ndarray | None = None  # (n_prompts, N): RMS(eps_c - eps_u) · √((1 − ᾱ_t) / ᾱ_t), NaN off CFG
 
     @property
     def ratio(self) -> np.ndarray:
@@ -290,6 +293,8 @@ def _check(pipe, schedule: Schedule, steps: int, guidance_scale: float) -> None:
             raise GuidanceScheduleError(f"threshold must be a positive number, not {schedule.threshold!r}")
         if not 0 <= schedule.min_text_steps <= steps:
             raise GuidanceScheduleError(f"min_text_steps={schedule.min_text_steps} is outside [0, {steps}]")
+        if schedule.criterion not in ("ratio", "x0"):
+            raise GuidanceScheduleError(f"unknown criterion {schedule.criterion!r}; choose 'ratio' or 'x0'")
     if schedule is not None and not guidance_scale > 1:
         raise GuidanceScheduleError(
             f"guidance_scale={guidance_scale} turns CFG off, so a guidance schedule has nothing to change; use > 1")
@@ -331,7 +336,8 @@ def _run_chunk(pipe, cond: _Batch, schedule: Schedule, latents: torch.Tensor, st
             policy = lambda step: [schedule.variant if step >= k else None] * batch  # noqa: E731
         else:
             callback = (TextOffAfter if schedule.variant == "uncond" else GuidanceOffAfter)(k, pipe)
-    hooks = DenoiserHooks(batch, steps, policy, substitute, adaptive, record)
+    hooks = DenoiserHooks(batch, steps, policy, substitute, adaptive, record,
+                          getattr(pipe.scheduler, "alphas_cumprod", None))
     if callback is not None:  # ours first, then the caller's own (a function or a PipelineCallback)
         user, names = call.pop("callback_on_step_end", None), call.pop("callback_on_step_end_tensor_inputs", None)
         call["callback_on_step_end"] = compose(callback, user, names)
@@ -401,6 +407,7 @@ def sample(
         denoiser_calls=sum(h.calls for _, h in parts),
         denoiser_rows=sum(h.rows for _, h in parts),
         num_inference_steps=num_inference_steps,
+        x0_guidance=np.concatenate([h.x0 for _, h in parts]),
     )
 
 

@@ -37,6 +37,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", nargs="+", type=int, default=None)
     p.add_argument("--n-prompts", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--focus-repeats", type=int, default=None,
+                   help="timing rounds of full CFG, the pre-registered setting and DeepCache (+ compositions)")
+    p.add_argument("--rule-prompts", type=int, default=None, help="prompts of the shared rule's setting (0: skip it)")
     p.add_argument("--batch-size", type=int, default=None, help="prompts per pipeline call (and per shard item)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--clip-model", default=None, help="CLIP for CLIPScore (default: the model's own / openai's)")
@@ -62,7 +65,7 @@ def main(argv=None) -> Path:
         torch.set_num_threads(args.threads)
     config = acc.PROFILES[args.profile or os.environ.get(profile.ENV_VAR) or "quick"]
     changes = {"samplers": args.samplers, "steps": args.steps, "n_prompts": args.n_prompts, "repeats": args.repeats,
-               "batch_size": args.batch_size}
+               "batch_size": args.batch_size, "focus_repeats": args.focus_repeats, "rule_prompts": args.rule_prompts}
     config = dataclasses.replace(config, **{k: tuple(v) if isinstance(v, list) else v
                                             for k, v in changes.items() if v is not None})
     scorer = None if args.no_metrics else Scorer(args.clip_model) if args.clip_model else "auto"

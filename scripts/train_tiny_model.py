@@ -620,7 +620,9 @@ def reuse_image_stages(run: Run, model_dir: Path) -> None:
             continue
         if folder:
             shutil.copytree(model_dir / folder, run.work / folder, dirs_exist_ok=True)
-        info = {k: v for k, v in previous.get(stage, {}).items() if k != "seconds"}
+        info = {k: v for k, v in previous.get(stage, {}).items() if k not in ("seconds", "reused_from")}
+        if previous.get(stage, {}).get("reused_from"):  # model_dir reused it too: keep where it was trained
+            info["trained_in"] = info.get("trained_in") or previous[stage]["reused_from"]
         info["steps"] = run.cfg.get(f"{stage}_steps")
         run.mark(stage, previous.get(stage, {}).get("seconds", 0.0), reused_from=str(model_dir), **info)
         log(f"stage {stage}: reused from {model_dir}")

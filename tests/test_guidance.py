@@ -160,6 +160,20 @@ def test_adaptive_stop_is_per_prompt_and_batch_independent(tiny_pipe):
     assert (run.text_steps == g.adaptive_stop_steps(full.ratio, threshold)).all()  # the rule replayed offline
 
 
+def test_x0_criterion_is_the_guidance_term_on_x0_and_drives_the_stop(tiny_pipe):
+    full = g.sample(tiny_pipe, PROMPTS, None, num_inference_steps=N)
+    tiny_pipe.scheduler.set_timesteps(N)
+    abar = tiny_pipe.scheduler.alphas_cumprod[tiny_pipe.scheduler.timesteps.long()].double().numpy()
+    d = tiny_pipe.unet.config.in_channels * tiny_pipe.unet.config.sample_size ** 2  # latent elements per image
+    expected = full.diff_norm / np.sqrt(d) * np.sqrt((1 - abar) / abar)[None, :]
+    assert np.allclose(full.x0_guidance, expected, rtol=1e-5)
+    threshold = float(np.median(full.x0_guidance[:, 1]))
+    run = g.sample(tiny_pipe, PROMPTS, g.AdaptiveStop(threshold, criterion="x0"), num_inference_steps=N)
+    assert (run.text_steps == g.adaptive_stop_steps(full.x0_guidance, threshold)).all()
+    with pytest.raises(g.GuidanceScheduleError, match="criterion"):
+        g.sample(tiny_pipe, PROMPTS, g.AdaptiveStop(0.1, criterion="eps"), num_inference_steps=N)
+
+
 def test_adaptive_stop_rule():
     ratio = np.array([[0.5, 0.3, 0.1, 0.05], [0.5, 0.5, 0.5, 0.5], [0.01, 0.5, 0.01, 0.5]])
     assert list(g.adaptive_stop_steps(ratio, 0.2)) == [3, 4, 1]

@@ -8,25 +8,35 @@ per sampler (DDIM, DPM-Solver++) and step count ``N``:
   with ``variant="uncond"`` (``a = N - k`` final steps keep only eps(x_t, empty));
 * ``guidance off after k (cond)``: the same window keeping eps(x_t, text);
 * ``adaptive stop``: :class:`helpers.guidance.AdaptiveStop`, per prompt, never before
-  ``adaptive_min_fraction * N`` text steps, with thresholds calibrated on separate prompts
+  ``adaptive_min_fraction * N`` text steps, on the criterion ``adaptive_criterion`` (``"x0"``: the
+  guidance term's size on x̂0, the default; ``"ratio"``: ||eps_c - eps_u|| / ||eps_u||, small early only
+  because ||eps_u|| is large early), with thresholds calibrated on separate prompts
   (the rule replayed on their recorded ratios) so that the median prompt stops nearest a
   target ``k``;
 * peers, where their packages install beside our diffusers: **T-GATE** (``tgate``: caches
   cross-attention after a gate step and then drops CFG) and **DeepCache** (``DeepCache``:
   reuses deep UNet features between full steps). Nothing is re-implemented by hand: a
-  peer that is missing or does not support the pipeline is reported with the reason.
+  peer that is missing or does not support the pipeline is reported with the reason;
+* the paper's method **composed with DeepCache** (``deepcache+uncond`` / ``deepcache+cond``: the
+  text window inside DeepCache; after k the batch is B and the cache's kept half is reused,
+  :func:`helpers.bench.peers.deepcache_context`). T-GATE already drops CFG after its gate step, so a
+  text window adds nothing to it; DeepCache has no PixArt support (no UNet skip branches).
 
 Latency is the wall-clock time of one whole pipeline call (text encoding, sampling, VAE
 decoding) on a fixed batch, with a warm-up and several repeats; methods run interleaved
-in a shuffled order in every round and each is divided by the baseline of the same round
-(median over rounds). The *limit* is ``1 - evaluations / 2N`` (``a / 2N`` for a text
-window): the saving if the denoiser were the only cost and scaled linearly with batch.
+in a shuffled order in every round (:func:`helpers.bench.timing.interleaved_order`) and each is
+divided by the baseline of the same round (median over rounds with a 95% bootstrap interval).
+The call-count *limit* is ``1 - evaluations / 2N`` (``a / 2N`` for a text window): the saving if
+the denoiser were the only cost and scaled linearly with batch. The measured hardware limit
+``limit_hw = a (t_2B - t_B) / T_full`` times the denoiser at the timed batch B and at 2B inside
+the same rounds, and ``gap = limit_hw - saved`` (:mod:`helpers.bench.latency`).
 
 Summaries of a finished run are :mod:`helpers.bench.summaries`, its figures :mod:`helpers.plots.bench`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import time
@@ -42,11 +52,12 @@ from ..analysis import metrics
 from ..generation import for_each_batch
 from ..hooks.steps import count_evaluations
 from ..loading import scheduler_set
+from . import latency, timing
 from .peers import deepcache_context, tgate_context, peer_status
 
 
 
-KINDS = ("baseline", "uncond", "cond", "adaptive", "tgate", "deepcache")
+KINDS = ("baseline", "uncond", "cond", "adaptive", "tgate", "deepcache", "deepcache+uncond", "deepcache+cond")
 
 
 #: Fraction of N without text that defines "the paper's a" in our summaries (unsure: the
@@ -60,9 +71,10 @@ class Method:
 
     label: str
     kind: str
-    text_steps: int | None = None  # k (uncond/cond); T-GATE's gate step; adaptive: calibration target
+    text_steps: int | None = None  # k (uncond/cond, also composed); T-GATE's gate step; adaptive: calibration target
     threshold: float | None = None  # adaptive stop
     min_text_steps: int = 1  # adaptive stop: never before this many text steps
+    criterion: str = "ratio"  # adaptive stop: "ratio" or "x0" (helpers.guidance.AdaptiveStop)
     cache_interval: int | None = None  # DeepCache
 
 
@@ -80,10 +92,13 @@ class BenchConfig:
     cond_fractions: tuple[float, ...] = (0.2, 0.5)
     adaptive_fractions: tuple[float, ...] = (0.2, 0.3, 0.5)
     adaptive_min_fraction: float = 0.1  # the adaptive stop keeps the text for at least this fraction of N
+    adaptive_criterion: str = "x0"
     n_calibration: int = 8
     rule_prompts: int = 0  # prompts of the pre-registered setting of the shared rule (0: not measured)
     tgate_fraction: float = 0.4  # T-GATE's default gate step is 10 of 25 steps
     deepcache_intervals: tuple[int, ...] = (3,)
+    compose_fractions: tuple[float, ...] = (0.5,)  # k / N of the text windows composed with DeepCache
+    focus_repeats: int = 0  # timing rounds of full CFG, the rule's setting and DeepCache (+ compositions), if more
     guidance_scale: float = 7.5
     seed: int = 0
 
@@ -95,7 +110,8 @@ PROFILES: dict[str, BenchConfig] = {
     # the paper's settings (50 steps) plus 25 and 20; quality on 32 prompts, timing on 8 (~30 min on 2 cores)
     "full": BenchConfig("full", steps=(50, 25, 20), n_prompts=32, repeats=5,
                         uncond_fractions=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8), cond_fractions=(0.2, 0.3, 0.5),
-                        adaptive_fractions=(0.2, 0.3, 0.4, 0.5), n_calibration=16, rule_prompts=200),
+                        adaptive_fractions=(0.2, 0.3, 0.4, 0.5), n_calibration=16, rule_prompts=200,
+                        compose_fractions=(0.3, 0.5), focus_repeats=10),
 }
 
 
@@ -111,13 +127,18 @@ def methods_for(steps: int, config: BenchConfig, thresholds: dict[int, float], p
     out += [Method(f"guidance off after k={k} (cond)", "cond", k)
             for k in sorted({k_of(f) for f in config.cond_fractions})]
     min_k = max(1, k_of(config.adaptive_min_fraction))
-    out += [Method(f"adaptive stop (target k={k}, τ={t:.3g})", "adaptive", k, threshold=t, min_text_steps=min_k)
-            for k, t in sorted(thresholds.items())]
+    x0 = config.adaptive_criterion == "x0"
+    out += [Method(f"adaptive stop{' x̂0' if x0 else ''} (target k={k}, τ={t:.3g})", "adaptive", k, threshold=t,
+                   min_text_steps=min_k, criterion=config.adaptive_criterion) for k, t in sorted(thresholds.items())]
     if peers.get("tgate") is None:
         gate = max(1, k_of(config.tgate_fraction))
         out.append(Method(f"T-GATE (gate step {gate})", "tgate", gate))
     if peers.get("deepcache") is None:
         out += [Method(f"DeepCache (interval {i})", "deepcache", cache_interval=i) for i in config.deepcache_intervals]
+        out += [Method(f"DeepCache (interval {i}) + {name} after k={k} ({variant})", f"deepcache+{variant}", k,
+                       cache_interval=i) for i in config.deepcache_intervals
+                for variant, name in (("uncond", "text off"), ("cond", "guidance off"))
+                for k in sorted({k_of(f) for f in config.compose_fractions})]
     return out
 
 
@@ -126,15 +147,18 @@ def run_method(pipe, method: Method, prompts: Sequence[str], steps: int, guidanc
     """Images of one method for one batch of prompts, and the number of text steps per prompt."""
     prompts = list(prompts)
     n = len(prompts)
-    if method.kind in ("baseline", "uncond", "cond", "adaptive"):
+    if method.kind in ("baseline", "uncond", "cond", "adaptive", "deepcache+uncond", "deepcache+cond"):
+        kind = method.kind.removeprefix("deepcache+")
         schedule = {
             "baseline": None,
             "uncond": guidance.TextWindow(method.text_steps, "uncond"),
             "cond": guidance.TextWindow(method.text_steps, "cond"),
-            "adaptive": guidance.AdaptiveStop(method.threshold or 0.0, "uncond", method.min_text_steps),
-        }[method.kind]
-        run = guidance.sample(pipe, prompts, schedule, num_inference_steps=steps, guidance_scale=guidance_scale,
-                              seed=seed, batch_size=n, record=record, **pipe_kwargs)
+            "adaptive": guidance.AdaptiveStop(method.threshold or 0.0, "uncond", method.min_text_steps, method.criterion),
+        }[kind]
+        composed = kind != method.kind
+        with deepcache_context(pipe, method.cache_interval, keep=kind) if composed else contextlib.nullcontext():
+            run = guidance.sample(pipe, prompts, schedule, num_inference_steps=steps, guidance_scale=guidance_scale,
+                                  seed=seed, batch_size=n, record=record and not composed, **pipe_kwargs)
         return run.images, run.text_steps
     if method.kind not in KINDS:
         raise ValueError(f"unknown method kind {method.kind!r}; choose from {KINDS}")
@@ -153,19 +177,22 @@ def run_method(pipe, method: Method, prompts: Sequence[str], steps: int, guidanc
 
 
 def calibrate_thresholds(pipe, prompts: Sequence[str], steps: int, targets: Sequence[int], guidance_scale: float,
-                         seed: int, batch_size: int, min_text_steps: int = 1) -> dict[int, float]:
+                         seed: int, batch_size: int, min_text_steps: int = 1, criterion: str = "ratio"
+                         ) -> dict[int, float]:
     """Adaptive-stop thresholds whose median stop on the calibration prompts is nearest each target ``k``.
 
-    One full-CFG run records ``r_t = ||eps_c - eps_u|| / ||eps_u||`` (no extra cost); the
-    rule is then replayed on the recorded ratios (:func:`helpers.guidance.adaptive_stop_steps`)
+    One full-CFG run records the criterion (``"ratio"``: ``||eps_c - eps_u|| / ||eps_u||``, ``"x0"``:
+    ``GuidanceRun.x0_guidance``; no extra cost); the rule is then replayed on the recorded values
+    (:func:`helpers.guidance.adaptive_stop_steps`)
     for every candidate threshold. Where the ratio does not fall over the steps, no
     threshold may reach a target: the nearest median is taken.
     """
     run = guidance.sample(pipe, list(prompts), None, num_inference_steps=steps, guidance_scale=guidance_scale,
                           seed=seed, batch_size=batch_size, record=True)
-    values = np.unique(run.ratio[np.isfinite(run.ratio)])
+    recorded = run.x0_guidance if criterion == "x0" else run.ratio
+    values = np.unique(recorded[np.isfinite(recorded)])
     candidates = np.concatenate([values * (1 + 1e-6), [values.max() * 2]]) if values.size else np.array([1.0])
-    medians = np.array([np.median(guidance.adaptive_stop_steps(run.ratio, t, min_text_steps)) for t in candidates])
+    medians = np.array([np.median(guidance.adaptive_stop_steps(recorded, t, min_text_steps)) for t in candidates])
     out = {}
     for k in targets:
         if 1 <= k <= steps:
@@ -174,22 +201,31 @@ def calibrate_thresholds(pipe, prompts: Sequence[str], steps: int, targets: Sequ
     return out
 
 
-def _time_call(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def time_methods(pipe, methods: Sequence[Method], prompts: Sequence[str], steps: int, guidance_scale: float,
-                 seed: int, repeats: int, rng: np.random.Generator, **pipe_kwargs) -> pd.DataFrame:
-    """Wall-clock seconds per method and round (methods shuffled in every round, baseline in each)."""
+                 seed: int, repeats: int, focus: Sequence[str] = (), focus_repeats: int = 0, **pipe_kwargs
+                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Wall-clock seconds per method and round, and where each timed call's time went.
+
+    Every method once per round in a shuffled order (:func:`helpers.bench.timing.interleaved_order` with
+    ``seed``); then, up to ``focus_repeats`` rounds in all, further rounds of the ``focus`` labels only.
+    Returns ``times`` (``round, method, seconds``) and ``parts`` (those columns plus
+    :func:`helpers.bench.latency.run_parts`'s: denoiser calls at B and 2B rows, text encoder, VAE decode,
+    scheduler, other).
+    """
+    order = timing.interleaved_order(list(methods), repeats, seed)
+    chosen = [m for m in methods if m.label in set(focus)]
+    if chosen and focus_repeats > repeats:
+        extra = timing.interleaved_order(chosen, focus_repeats - repeats, seed + 1)
+        order += [(repeats + r, m) for r, m in extra]
     rows = []
-    for r in range(repeats):
-        for i in rng.permutation(len(methods)):
-            m = methods[i]
-            dt = _time_call(lambda: run_method(pipe, m, prompts, steps, guidance_scale, seed, **pipe_kwargs))
-            rows.append({"round": r, "method": m.label, "seconds": dt})
-    return pd.DataFrame(rows)
+    for r, m in order:
+        with latency.timed_parts(pipe) as log:
+            start = time.perf_counter()
+            run_method(pipe, m, prompts, steps, guidance_scale, seed, **pipe_kwargs)
+            total = time.perf_counter() - start
+        rows.append({"round": r, "method": m.label, **latency.run_parts(log, total, len(prompts))})
+    parts = pd.DataFrame(rows)
+    return parts[["round", "method", "seconds"]].copy(), parts
 
 
 def saved_latency(times: pd.DataFrame, baseline: str = "full CFG") -> pd.DataFrame:
@@ -232,6 +268,7 @@ class BlockResult:
     images: dict[str, np.ndarray]
     times: pd.DataFrame
     thresholds: dict[int, float]
+    parts: pd.DataFrame | None = None  # time_methods' per-call split (denoiser at B and 2B, text, VAE, scheduler)
 
 
 def _generate_sharded(pipe, method: Method, prompts: Sequence[str], steps: int, guidance_scale: float, seed: int,
@@ -274,8 +311,8 @@ def _run_block(pipe, sampler: str, steps: int, config: BenchConfig, prompts: Seq
     peers = peer_status(pipe)
     targets = sorted({int(round(f * steps)) for f in config.adaptive_fractions})
     min_k = max(1, int(round(config.adaptive_min_fraction * steps)))
-    thresholds = (calibrate_thresholds(pipe, calibration, steps, targets, w, seed + 10_000, bs, min_k)
-                  if calibration else {})
+    thresholds = (calibrate_thresholds(pipe, calibration, steps, targets, w, seed + 10_000, bs, min_k,
+                                       config.adaptive_criterion) if calibration else {})
     methods = methods_for(steps, config, thresholds, peers)
     images: dict[str, np.ndarray] = {}
     rows = []
@@ -286,12 +323,15 @@ def _run_block(pipe, sampler: str, steps: int, config: BenchConfig, prompts: Seq
         rows.append({"sampler": sampler, "steps": steps, "method": m.label, "kind": m.kind,
                      "k": k_mean, "a": steps - k_mean, "evals_per_image": evals / len(prompts)})
         log(f"  [{sampler} N={steps}] {m.label}: {evals / len(prompts):.1f} denoiser evaluations per image")
-    times = time_methods(pipe, methods, prompts[:bs], steps, w, seed, config.repeats,
-                         np.random.default_rng(config.seed), **pipe_kwargs)
-    table = pd.DataFrame(rows).set_index("method")
-    table = table.join(saved_latency(times))
-    table["limit"] = 100 * (1 - table["evals_per_image"] / (2 * steps))
-    table.loc[table["kind"] == "deepcache", "limit"] = np.nan  # partial UNet passes: not countable
+    from ..verdicts import RULES
+
+    focus = latency.focus_methods([m.label for m in methods], [m.kind for m in methods],
+                                  [m.text_steps for m in methods], sampler, steps, RULES["text_removal"])
+    times, parts = time_methods(pipe, methods, prompts[:bs], steps, w, config.seed, config.repeats, focus,
+                                config.focus_repeats, **pipe_kwargs)
+    key = {"sampler": sampler, "steps": steps}
+    times, parts = times.assign(**key), parts.assign(**key)
+    table = latency.timing_columns(pd.DataFrame(rows), times, parts).set_index("method")  # limit: NaN for DeepCache
     reference = images["full CFG"]
     for m in methods:
         q = quality(scorer, images[m.label], reference, prompts, truths)
@@ -299,59 +339,7 @@ def _run_block(pipe, sampler: str, steps: int, config: BenchConfig, prompts: Seq
             q["inception_fid"] = inception_fid(images[m.label], reference)
         for name, value in q.items():
             table.loc[m.label, name] = value
-    return BlockResult(table.reset_index(), images, times.assign(sampler=sampler, steps=steps), thresholds)
-
-
-def rule_quality(pipe, config: BenchConfig, records: Sequence, toy: bool, scorer,
-                 log: Callable[[str], None] = print) -> pd.DataFrame | None:
-    """Per-prompt quality of full CFG and of the pre-registered text removal (the shared rule of 05 and 06).
-
-    The setting is ``helpers.verdicts.RULES["text_removal"]`` (DDIM, N = 50, k = N/2, uncond): measured
-    here on ``config.rule_prompts`` prompts, the same prompts and seeds as notebook 05's rule run, so the
-    two notebooks judge one intervention on one table. ``None`` when the profile does not measure it.
-    """
-    from ..verdicts import RULES
-
-    rule = RULES["text_removal"]
-    if not records or scorer is None or rule["sampler"] not in config.samplers or rule["n_steps"] not in config.steps:
-        return None
-    steps, k = rule["n_steps"], int(round(rule["k_fraction"] * rule["n_steps"]))
-    prompts = [r.prompt for r in records]
-    column = rule["value"] if toy else "CLIPScore"
-    rows = []
-    with scheduler_set(pipe, rule["sampler"]):
-        for kk, method in ((steps, Method("full CFG", "baseline", steps)),
-                           (k, Method(f"text off after k={k} ({rule['variant']})", rule["variant"], k))):
-            images, _, _ = _generate_sharded(pipe, method, prompts, steps, config.guidance_scale, config.seed,
-                                             config.batch_size)
-            if toy:
-                values = 100 * metrics.attribute_alignment(scorer.attributes(images), [r.attributes for r in records])
-            else:
-                values = scorer.clip_score(images, prompts)
-            rows += [{"sampler": rule["sampler"], "steps": steps, "k": kk, "variant": rule["variant"], "prompt": i,
-                      column: float(v)} for i, v in enumerate(values)]
-            log(f"  [rule {rule['sampler']} N={steps}] {method.label}: {len(prompts)} prompts scored")
-    return pd.DataFrame(rows)
-
-
-def run_rule_only(config: BenchConfig, model_id: str | None = None, out: Path | None = None, scorer="auto") -> Path:
-    """Write only ``rule_per_prompt.csv`` (:func:`rule_quality`) into a run's results folder."""
-    from .. import promptsets
-    from ..analysis import alignment
-    from ..loading import load_pipeline, uses_toy_world
-
-    out = Path(out) if out is not None else results_dir(config.name, model_id)
-    out.mkdir(parents=True, exist_ok=True)
-    pipe = load_pipeline(model_id)
-    records = promptsets.load_prompt_set(promptsets.default_prompt_set_name(model_id))[:config.rule_prompts]
-    scorer = alignment.scorer_for(model_id) if scorer == "auto" else scorer
-    rule = rule_quality(pipe, config, records, uses_toy_world(model_id), scorer)
-    if rule is None:
-        raise ValueError(f"profile {config.name!r} measures no rule setting (rule_prompts={config.rule_prompts}, "
-                         f"samplers {config.samplers}, steps {config.steps})")
-    rule.to_csv(out / "rule_per_prompt.csv", index=False)
-    print(f"wrote {out / 'rule_per_prompt.csv'} ({len(rule)} rows)")
-    return out
+    return BlockResult(table.reset_index(), images, times, thresholds, parts)
 
 
 def results_dir(profile: str, model_id: str | None = None) -> Path:
@@ -386,11 +374,11 @@ def run_benchmark(config: BenchConfig, model_id: str | None = None, out: Path | 
     from ..loading import describe, load_pipeline, uses_toy_world
     from ..plots.bench import plot_examples, plot_pareto
     from . import sharding
-    from .summaries import paper_table, to_markdown
+    from .summaries import model_fingerprint, paper_table, to_markdown
 
     if with_inception and importlib.util.find_spec("torch_fidelity") is None:
         raise ValueError("Inception FID needs the torch-fidelity package (pip install torch-fidelity)")
-    started = time.time()
+    started, load_before = time.time(), timing.machine_load()
     out = Path(out) if out is not None else results_dir(config.name, model_id)
     main = sharding.is_main_process()  # under `accelerate launch`, process 0 writes every file
     if main:
@@ -433,15 +421,21 @@ def run_benchmark(config: BenchConfig, model_id: str | None = None, out: Path | 
     table = pd.concat([b.table for b in blocks], ignore_index=True)
     table.to_csv(out / "bench.csv", index=False)
     pd.concat([b.times for b in blocks]).to_csv(out / "times.csv", index=False)
+    parts = pd.concat([b.parts for b in blocks])
+    parts.to_csv(out / "parts.csv", index=False)
+    latency.profile_table(parts).to_csv(out / "profile.csv", index=False)
     plot_pareto(table).savefig(out / "pareto.png", dpi=110, bbox_inches="tight")
     plt.close("all")
     info = describe(pipe)
-    timing = min(config.batch_size, len(prompts))
+    timed_batch = min(config.batch_size, len(prompts))
     header = (f"Measured on this machine ({platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} "
               f"torch threads, device {info['device']}), profile `{config.name}`, model "
               f"{model_id or 'embedded tiny model'}, guidance {config.guidance_scale}, {len(prompts)} prompts; "
-              f"latency: one batch of {timing} prompts, median of {config.repeats} same-round ratios to full CFG "
-              f"after a warm-up. Limit: 1 − UNet evaluations / 2N. CLIP-FID uses our CLIP's image features against "
+              f"latency: one batch of {timed_batch} prompts, median of {config.repeats} same-round ratios to full CFG "
+              f"after a warm-up (95% bootstrap interval over rounds; {max(config.focus_repeats, config.repeats)} rounds for full "
+              f"CFG, the pre-registered setting and DeepCache). Limit: 1 − UNet evaluations / 2N; limit_hw: "
+              f"a·(t_2B − t_B)/T_full, the denoiser timed at B and 2B rows in the same rounds; gap = limit_hw − "
+              f"saved. CLIP-FID uses our CLIP's image features against "
               f"the full-CFG images: it is not Inception FID.\n\n")
     notes = "".join(f"- {k}: not run: {v}\n" for k, v in peers.items() if v)
     (out / "bench.md").write_text(header + (notes + "\n" if notes else "") + to_markdown(paper_table(table)) + "\n")
@@ -452,7 +446,12 @@ def run_benchmark(config: BenchConfig, model_id: str | None = None, out: Path | 
         "thresholds": {f"{b.table['sampler'][0]} N={b.table['steps'][0]}": b.thresholds for b in blocks},
         "seconds": round(time.time() - started, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
         "scorer": None if scorer is None else scorer.clip_path, "torch": torch.__version__,
+        "model_fingerprint": model_fingerprint(model_id),
+        "machine_load": {"start": load_before, "end": timing.machine_load()},
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
     log(f"wrote {out} in {meta['seconds']:.0f} s")
     return out
+
+
+from .rule_run import rule_quality, run_rule_only  # noqa: E402,F401  (the rule's setting; re-exported here)

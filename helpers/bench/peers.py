@@ -14,6 +14,7 @@ from typing import Callable, Iterator
 
 import torch
 
+from ..hooks.steps import denoiser_sample
 from ..loading import denoiser, family
 
 
@@ -67,16 +68,48 @@ def tgate_context(pipe) -> Iterator[Callable]:
             del pipe.tgate
 
 
+def halve_cached(value, rows: int, keep: str):
+    """DeepCache's cached block outputs for a batch that shrank from ``2 * rows`` to ``rows``: the
+    ``keep`` half (``"uncond"``: the first rows, diffusers' ``[negative; conditional]`` order; ``"cond"``:
+    the last) of every tensor with ``2 * rows`` rows, inside tuples, lists and dicts (diffusers outputs)."""
+    if isinstance(value, torch.Tensor):
+        if value.ndim and value.shape[0] == 2 * rows:
+            return value[:rows] if keep == "uncond" else value[rows:]
+        return value
+    if isinstance(value, dict):
+        return type(value)(**{k: halve_cached(v, rows, keep) for k, v in value.items()})
+    if isinstance(value, (tuple, list)):
+        return type(value)(halve_cached(v, rows, keep) for v in value)
+    return value
+
+
 @contextlib.contextmanager
-def deepcache_context(pipe, interval: int) -> Iterator[Callable]:
-    """The stock call with DeepCache enabled (cache branch 0, uniform interval), disabled afterwards."""
+def deepcache_context(pipe, interval: int, keep: str | None = None) -> Iterator[Callable]:
+    """The stock call with DeepCache enabled (cache branch 0, uniform interval), disabled afterwards.
+
+    ``keep`` (``"uncond"`` / ``"cond"``): the composition with a text window (the text pass dropped after
+    k steps). DeepCache caches the deep features of the 2B rows of a CFG step; when the batch falls to B
+    rows, the kept half of the cache is taken before the next call, so a cached step after k reuses that
+    half's features (a denoiser pre-hook, removed on exit).
+    """
     from DeepCache import DeepCacheSDHelper
 
-    with forwards_restored(denoiser(pipe)):
+    if keep not in (None, "uncond", "cond"):
+        raise ValueError(f"keep must be None, 'uncond' or 'cond', not {keep!r}")
+    net = denoiser(pipe)
+    with forwards_restored(net):
         helper = DeepCacheSDHelper(pipe=pipe)
         helper.set_params(cache_interval=interval, cache_branch_id=0)
         helper.enable()
+
+        def shrink(module, args, kwargs):
+            rows = int(denoiser_sample(args, kwargs).shape[0])
+            helper.cached_output = {k: halve_cached(v, rows, keep) for k, v in helper.cached_output.items()}
+
+        handle = net.register_forward_pre_hook(shrink, with_kwargs=True) if keep else None
         try:
             yield pipe.__call__
         finally:
+            if handle is not None:
+                handle.remove()
             helper.disable()

@@ -24,7 +24,9 @@ from .acceleration import PAPER_A_FRACTION
 
 COLUMNS = {
     "sampler": "sampler", "steps": "N", "method": "method", "k": "k", "a": "a = N-k",
-    "saved_latency": "saved latency %", "limit": "limit %", "evals_per_image": "UNet evals/img",
+    "saved_latency": "saved latency %", "saved_lo": "saved lo", "saved_hi": "saved hi", "n_rounds": "rounds",
+    "monotone": "monotone in k", "limit": "limit % (calls)", "limit_hw": "limit_hw %", "gap": "gap (pts)",
+    "gap_lo": "gap lo", "gap_hi": "gap hi", "evals_per_image": "UNet evals/img",
     "l1": "L1 ↓", "image_clip_score": "Image-CLIPScore ↑", "clip_score": "CLIPScore ↑",
     "attribute_accuracy": "attribute acc. % ↑", "clip_fid": "CLIP-FID ↓ (not Inception)",
     "inception_fid": "Inception FID ↓", "median_s": "median s/batch",
@@ -104,17 +106,45 @@ def load_results(folder: Path) -> tuple[pd.DataFrame, dict]:
     return pd.read_csv(folder / "bench.csv"), json.loads((folder / "meta.json").read_text())
 
 
+def model_fingerprint(model_id: str | None) -> str:
+    """What a benchmark was measured on: for the embedded model (``model_id`` None) ``sha256:`` of its
+    weight files (every ``*.safetensors`` under the model folder, names and bytes); else the id itself."""
+    import hashlib
+
+    from ..toy.model import default_model_dir
+
+    if model_id is not None:
+        return str(model_id)
+    folder, h = Path(default_model_dir()), hashlib.sha256()
+    for f in sorted(folder.rglob("*.safetensors")):
+        h.update(str(f.relative_to(folder)).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
 def finished_run(model_id: str | None, seed: int = 0, rerun: bool = False,
                  log: Callable[[str], None] = print) -> tuple[Path, bool]:
     """The run to summarise: ``(folder, True)`` when the full profile's results of ``model_id`` exist
-    (written by ``scripts/bench_acceleration.py --profile full``) and not ``rerun``; else the benchmark's
-    quick profile with ``seed``, run now: ``(its folder, False)``. ``log`` says which, before any run."""
+    (written by ``scripts/bench_acceleration.py --profile full``) for this model and not ``rerun``; else
+    the benchmark's quick profile with ``seed``, run now: ``(its folder, False)``. Results whose
+    ``meta.json`` names another model (:func:`model_fingerprint`) are not shown; results of runs that
+    recorded none are shown with a warning. ``log`` says which, before any run."""
     from . import acceleration as acc
 
     full_dir = acc.results_dir("full", model_id)
     if (full_dir / "bench.csv").exists() and not rerun:
-        log(f"Showing the FULL-profile results read from {full_dir} (not re-measured by this run).")
-        return full_dir, True
+        recorded = json.loads((full_dir / "meta.json").read_text()).get("model_fingerprint")
+        current = model_fingerprint(model_id)
+        if recorded is not None and recorded != current:
+            log(f"The FULL-profile results in {full_dir} were measured on another model ({recorded[:19]}, this one "
+                f"is {current[:19]}): not shown; rerun scripts/bench_acceleration.py --profile full.")
+        else:
+            log(f"Showing the FULL-profile results read from {full_dir} (not re-measured by this run)."
+                + ("" if recorded else " WARNING: that run recorded no model fingerprint (older than this check): "
+                   "it may have been measured on an earlier model."))
+            return full_dir, True
     log("No full-profile results for this model: running the benchmark's QUICK profile now.")
     return acc.run_benchmark(dataclasses.replace(acc.PROFILES["quick"], seed=seed), model_id), False
 
@@ -148,6 +178,7 @@ def benchmark_summary(table: pd.DataFrame, paper: pd.DataFrame, quality_col: str
     """
     ours, paper_ok = paper_method_rows(table, quality_col, max_drop)
     gap = ours["limit"] - ours["saved_latency"]
+    hw_gap = ours["gap"] if "gap" in ours else pd.Series(dtype=float)
     best = best_tradeoff(table, max_drop, quality_col)
     on_front = [bool((pareto_front(block, "saved_latency", quality_col)["kind"] == "adaptive").any())
                 for _, block in table.groupby(["sampler", "steps"])]
@@ -157,6 +188,8 @@ def benchmark_summary(table: pd.DataFrame, paper: pd.DataFrame, quality_col: str
         "saving at paper's a (per sampler)": dict(zip(paper["sampler"], paper["saved latency %"].round(1))),
         "limit at paper's a": dict(zip(paper["sampler"], paper["limit %"].round(1))),
         "max gap limit - measured (points)": float(gap.max()), "mean gap": float(gap.mean()),
+        "gap limit_hw - measured (points, max / mean)": (f"{hw_gap.max():.1f} / {hw_gap.mean():.1f}"
+                                                         if hw_gap.notna().any() else "not measured"),
         "exploration: best within MAX_DROP": {f"{r['sampler']} N={r['steps']}":
                                               f"{r['method']}: {r['saved_latency']:.1f}%" for _, r in best.iterrows()},
         "adaptive on the Pareto front (blocks)": f"{sum(on_front)}/{len(on_front)}",

@@ -28,7 +28,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .steps import denoiser_sample
+from .steps import denoiser_inputs, denoiser_sample
 
 
 class DenoiserHooks:
@@ -42,15 +42,20 @@ class DenoiserHooks:
         substitute: ``(from_step, {kwarg: 2B tensor})`` replaced in the denoiser call.
         adaptive: an ``AdaptiveStop`` (:mod:`helpers.guidance`) whose decisions this object makes.
         record: fill the norm arrays.
+        alphas_cumprod: the scheduler's ᾱ by timestep; with it ``x0`` holds, per prompt and CFG step, the
+            guidance term's size on the predicted clean image, RMS(ε_c − ε_u) · √((1 − ᾱ_t) / ᾱ_t).
     """
 
     def __init__(self, batch: int, steps: int, policy=None, substitute=None, adaptive=None,
-                 record: bool = True):
+                 record: bool = True, alphas_cumprod=None):
         self.batch, self.steps, self.policy, self.substitute, self.adaptive, self.record = (
             batch, steps, policy, substitute, adaptive, record)
+        self.alphas = None if alphas_cumprod is None else np.asarray(torch.as_tensor(alphas_cumprod).double().cpu())
         self.step = -1
         self.calls = self.rows = 0
         self.norms = np.full((3, batch, steps), np.nan)
+        self.x0 = np.full((batch, steps), np.nan)
+        self._scale = np.nan
         self.stop_from = np.full(batch, steps)
         self._rows: list[int] | None = None
         self._plan: list[str | None] = [None] * batch
@@ -75,9 +80,12 @@ class DenoiserHooks:
     def _pre(self, module, args, kwargs):
         self.step += 1
         self.calls += 1
-        sample = denoiser_sample(args, kwargs)
+        sample, t = denoiser_inputs(args, kwargs)
         n = sample.shape[0]
         self._rows = None
+        if self.alphas is not None:
+            abar = self.alphas[min(max(int(round(t)), 0), len(self.alphas) - 1)]
+            self._scale = float(np.sqrt((1 - abar) / abar / sample[0].numel()))
         if n != 2 * self.batch:  # CFG is off in the pipeline itself: nothing to gate or record
             self.rows += n
             return None
@@ -120,10 +128,13 @@ class DenoiserHooks:
         norms = torch.stack([uncond.flatten(1).norm(dim=1), cond.flatten(1).norm(dim=1),
                              (cond - uncond).flatten(1).norm(dim=1)]).cpu().numpy()
         active = np.array([p is None for p in self._plan])
+        x0 = norms[2] * self._scale
         if self.step < self.steps:
             self.norms[:, active, self.step] = norms[:, active]
+            self.x0[active, self.step] = x0[active]
         if self.adaptive is not None:
-            ratio = norms[2] / np.maximum(norms[0], 1e-12)
+            x0_space = getattr(self.adaptive, "criterion", "ratio") == "x0"
+            ratio = x0 if x0_space else norms[2] / np.maximum(norms[0], 1e-12)
             for j in np.flatnonzero(active & (ratio < self.adaptive.threshold)):
                 if self.stop_from[j] == self.steps and self.step + 1 >= self.adaptive.min_text_steps:
                     self.stop_from[j] = self.step + 1

@@ -13,7 +13,8 @@ from ..bench.summaries import COLUMNS, pareto_front
 
 
 def plot_pareto(table: pd.DataFrame):
-    """Saved latency vs attribute accuracy (or Image-CLIPScore) and vs L1, per (sampler, N); returns the figure."""
+    """Saved latency vs attribute accuracy (or Image-CLIPScore) and vs L1, per (sampler, N), with the
+    latency's 95% interval as horizontal bars where the table has one; returns the figure."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -27,7 +28,12 @@ def plot_pareto(table: pd.DataFrame):
         for c, (col, higher) in enumerate(panels):
             ax = axes[r, c]
             for kind, part in block.groupby("kind"):
-                ax.scatter(part["saved_latency"], part[col], label=kind, color=palette[kind], s=36)
+                ax.scatter(part["saved_latency"], part[col], label=kind, color=palette[kind], s=36,
+                           marker="D" if "+" in kind else "o")  # diamonds: compositions with DeepCache
+                if {"saved_lo", "saved_hi"} <= set(part.columns):  # the latency's 95% interval over rounds
+                    x = part["saved_latency"].to_numpy(float)
+                    err = np.abs(np.vstack([x - part["saved_lo"].to_numpy(float), part["saved_hi"].to_numpy(float) - x]))
+                    ax.errorbar(x, part[col], xerr=np.nan_to_num(err), fmt="none", ecolor=palette[kind], lw=0.8)
                 if kind in ("uncond", "cond"):
                     for _, p in part.iterrows():
                         ax.annotate(f"k={p['k']:.0f}", (p["saved_latency"], p[col]), fontsize=6,
