@@ -290,21 +290,15 @@ def sos_sink(token_mass: np.ndarray, *, threshold: float = _O["threshold"],
 
 # ----------------------------------------------------------------------------------------- 04
 def _follow(table: pd.DataFrame, against: str, attribute: str, level: float) -> tuple[Estimate, Estimate] | None:
-    if against == "clip":
-        if not {"clip_target", "clip_source"} <= set(table.columns):
-            return None
-        use = table[["clip_target", "clip_source"]].dropna()
-        b, a = use["clip_target"] > use["clip_source"], use["clip_source"] > use["clip_target"]
-    else:
-        tag = "img_" if against == "images" else ""
-        src, tgt = f"source_{tag}{attribute}", f"target_{tag}{attribute}"
-        if not {src, tgt} <= set(table.columns):
-            return None
-        use = table[table[src].notna()]
-        b, a = use[tgt] == 1, use[src] == 1
-    if len(use) == 0:
+    from .analysis.follow import follow_masks
+
+    masks = follow_masks(table, against, attribute)
+    if masks is None:
+        return None
+    b, a = masks
+    if len(b) == 0:
         raise ValueError(f"No switched image is usable for the {against!r} comparison.")
-    return stats.wilson(int(b.sum()), len(use), level), stats.wilson(int(a.sum()), len(use), level)
+    return stats.wilson(int(b.sum()), len(b), level), stats.wilson(int(a.sum()), len(b), level)
 
 
 def eos_switch_follows_b(table: pd.DataFrame, *, threshold: float = _E["threshold"], primary: str = _E["primary"],

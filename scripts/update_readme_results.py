@@ -8,6 +8,12 @@ Blocks, between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` markers:
 - ``quality``: the embedded model's quality table (``results/model_quality.md``)
 - ``bench``: the acceleration benchmark table (``results/acceleration/full/bench.md`` when the
   full profile was run, else the quick one, saying which)
+- ``bench_focus``: the latency columns of issue 24 (intervals, ``limit_hw``, gap, monotonicity, the
+  composition with DeepCache, where the time goes) from ``results/acceleration/full_ddim50/`` (the full
+  profile's DDIM 50 block: ``scripts/bench_acceleration.py --profile full --samplers ddim --steps 50
+  --rule-prompts 0 --out results/acceleration/full_ddim50``)
+- ``real_latency``: saved latency on the real architectures, per machine (``results/real_latency/*.md``,
+  from ``scripts/real_latency.py``)
 - ``objectives``: the text-encoder objectives compared (``results/text_encoder_objectives.md``, from
   ``scripts/text_encoder_objectives.py``)
 - ``memory``: GPU memory estimates per family and setting (``results/dry_runs/memory_estimates.md``,
@@ -47,6 +53,40 @@ def bench() -> str:
     quick = RESULTS / "acceleration" / "quick" / "bench.md"
     return ("The full profile (`--profile full`, about 30 minutes on 2 cores) has not been run on the current "
             "model; this is the quick profile as notebook 06 ran it:\n\n" + quick.read_text().strip())
+
+
+def bench_focus() -> str:
+    import json
+
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT))
+    from helpers.bench.summaries import composition_summary, latency_table, to_markdown
+
+    folder = RESULTS / "acceleration" / "full_ddim50"
+    if not (folder / "bench.csv").exists():
+        return "Not measured yet (see the command in `scripts/update_readme_results.py`)."
+    table, meta = pd.read_csv(folder / "bench.csv"), json.loads((folder / "meta.json").read_text())
+    prof = pd.read_csv(folder / "profile.csv")
+    load = meta.get("machine_load", {}).get("start", {})
+    head = (f"Measured {meta['date']} on {meta['machine']} ({meta['cpu_count']} CPUs, {meta['torch_threads']} torch "
+            f"threads, load {load.get('load_1m', float('nan')):.2f} at the start), model "
+            f"`{meta.get('model_fingerprint', '?')[:19]}…`, {meta['config']['n_prompts']} prompts for quality, one "
+            f"batch of {meta['config']['batch_size']} timed; {meta['config']['repeats']} rounds for every method, "
+            f"{meta['config']['focus_repeats']} for full CFG, the pre-registered k = N/2 and DeepCache (+ compositions). "
+            "Intervals: 95% bootstrap over rounds of the median same-round value.")
+    where = "; ".join(f"{c.removesuffix(' %').replace('_s', '')} {r[c]:.1f}%" for _, r in prof.iterrows()
+                      for c in prof.columns if c.endswith(" %"))
+    lines = "\n".join(f"- {x}" for x in composition_summary(table))
+    return (head + "\n\n" + to_markdown(latency_table(table)) + f"\n\nWhere the full-CFG run's time goes: {where}."
+            + "\n\nComposition with DeepCache (quality: means over the prompts, no equivalence test):\n" + lines)
+
+
+def real_latency() -> str:
+    files = sorted((RESULTS / "real_latency").glob("*.md"))
+    if not files:
+        return "Not measured yet: `python scripts/real_latency.py` (CPU) or `--device cuda` (GPU)."
+    return "\n\n".join(f"`{f.stem}`: " + f.read_text().strip() for f in files)
 
 
 def objectives() -> str:
@@ -97,7 +137,7 @@ def runtimes() -> str:
     return (RESULTS / "real_model_runtime_estimates.md").read_text().strip()
 
 
-BLOCKS = {"verdicts": verdicts, "measurements": measurements, "quality": quality, "objectives": objectives, "bench": bench, "runtimes": runtimes, "memory": memory}
+BLOCKS = {"verdicts": verdicts, "measurements": measurements, "quality": quality, "objectives": objectives, "bench": bench, "bench_focus": bench_focus, "real_latency": real_latency, "runtimes": runtimes, "memory": memory}
 
 
 def update(text: str) -> str:

@@ -49,7 +49,7 @@ def _synthetic(rounds: int = 4):
     for r in range(rounds):
         jitter = 1 + 0.01 * r
         for method, secs, t_B in (("full CFG", 10.0, np.nan), ("k2", 9.0, 0.15), ("k3", 9.5, 0.15),
-                                  ("DeepCache", 5.0, np.nan)):
+                                  ("DeepCache", 5.0, 0.01)):  # DeepCache's B-row calls are partial: ignored
             times.append({"round": r, "method": method, "seconds": secs * jitter})
             parts.append({"round": r, "method": method, "seconds": secs * jitter, "t_B": t_B * jitter,
                           "t_2B": 0.2 * jitter})
@@ -76,6 +76,18 @@ def test_timing_columns_limits_gap_and_monotonicity():
     flagged = latency.timing_columns(table, times, parts).set_index("method")
     assert flagged.loc["k3", "monotone"] == "VIOLATION"
     assert (latency.timing_columns(table, times)["limit_hw"].isna()).all()  # no parts: no hardware limit
+
+
+def test_recompute_rebuilds_the_columns_from_the_raw_files(tmp_path):
+    table, times, parts = _synthetic()
+    table.assign(saved_latency=0.0).to_csv(tmp_path / "bench.csv", index=False)
+    times.to_csv(tmp_path / "times.csv", index=False)
+    parts.to_csv(tmp_path / "parts.csv", index=False)
+    (tmp_path / "bench.md").write_text("Measured somewhere.\n\n| old | table |\n|---|---|\n")
+    out = latency.recompute(tmp_path).set_index("method")
+    assert out.loc["k2", "limit_hw"] == pytest.approx(1.0) and out.loc["k2", "saved_latency"] == pytest.approx(10.0)
+    md = (tmp_path / "bench.md").read_text()
+    assert md.startswith("Measured somewhere.\n\n| sampler |") and "old" not in md
 
 
 def test_profile_table_splits_the_baseline_run():
@@ -170,3 +182,43 @@ def test_model_fingerprint_of_the_embedded_model_is_stable():
     a = summaries.model_fingerprint(None)
     assert a.startswith("sha256:") and a == summaries.model_fingerprint(None)
     assert summaries.model_fingerprint("org/name") == "org/name"
+
+
+def test_latency_table_and_composition_summary():
+    table, times, parts = _synthetic()
+    table = pd.concat([table, pd.DataFrame({"method": ["DeepCache + text off after k=2 (uncond)"],
+                                            "kind": ["deepcache+uncond"], "k": [2], "a": [2], "evals_per_image": [6],
+                                            "sampler": ["ddim"], "steps": [4]})], ignore_index=True)
+    extra = times[times["method"] == "DeepCache"].assign(method=table["method"].iloc[-1])
+    extra["seconds"] *= 0.8
+    out = latency.timing_columns(table, pd.concat([times, extra]), parts)
+    out["attribute_accuracy"] = [90.0, 88.0, 89.0, 89.5, 87.0]
+    lt = summaries.latency_table(out)
+    row = lt.set_index("method").loc["k2"]
+    assert row["limit_hw % [95%]"].startswith("1.0 [") and row["gap pts [95%]"].startswith("-9.0 [")
+    assert lt.set_index("method").loc["DeepCache", "limit_hw % [95%]"] == "–"
+    (line,) = summaries.composition_summary(out)
+    assert "saves 60.0 [" in line and "DeepCache alone 50.0 [" in line and ": ahead (intervals disjoint)" in line
+    assert "87.0 vs 89.5 (DeepCache) and 90.0 (full CFG)" in line
+
+
+def test_readme_block_without_the_measurement(tmp_path, monkeypatch):
+    from conftest import load_script
+
+    script = load_script("update_readme_results")
+    monkeypatch.setattr(script, "RESULTS", tmp_path)
+    assert script.bench_focus().startswith("Not measured yet")
+
+
+def test_real_latency_measure_on_a_tiny_pipeline(tiny_pipe):
+    from helpers.bench import real_latency as rl
+
+    table = rl.measure(tiny_pipe, "tiny", steps=2, batch_sizes=(1, 2), repeats=2)
+    deepcache = acc.peer_status(tiny_pipe)["deepcache"] is None
+    assert len(table) == 2 * (4 if deepcache else 2) and set(rl.COLUMNS) <= set(table.columns)
+    window = table[table["kind"] == "uncond"]
+    assert (window["limit"] == 25.0).all() and window["limit_hw"].notna().all()
+    assert (table.loc[table["kind"] == "baseline", "saved_latency"] == 0).all()
+    assert tiny_pipe.unet.config.sample_size == table["latent"].iloc[0]  # the native size, restored
+    with pytest.raises(ValueError, match="steps must be an integer >= 2"):
+        rl.measure(tiny_pipe, "tiny", steps=1)

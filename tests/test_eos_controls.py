@@ -61,6 +61,10 @@ def test_pooled_embedding_follows_the_real_eos():
 def test_switch_slots_bad_input():
     a, b = prompt(3, seed=1), prompt(3, seed=2)
     n = len(a.eos_class)
+    with pytest.raises(ValueError, match="slots replaces k and part"):
+        surgery.switch_eos(a, b, k=1, slots=[0])
+    with pytest.raises(ValueError, match="slots replaces k and part"):
+        surgery.switch_eos(a, b, part="eos", slots=[0])
     with pytest.raises(ValueError, match="slots must be integers"):
         ec.switch_slots(a, b, [n])
     with pytest.raises(ValueError, match="slots must be integers"):

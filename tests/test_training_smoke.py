@@ -133,3 +133,27 @@ def test_compare_runs_finds_identical_and_changed_stages(smoke_model, tmp_path):
     text = module.main([str(work), str(other)])
     assert "| clip.ckpt |" in text and "identical" in text.split("| clip.ckpt |")[1].splitlines()[0]
     assert "max abs diff 0.5" in text.split("| vae.ckpt |")[1].splitlines()[0]
+
+
+def test_reused_image_stages_can_be_reused_again(tmp_path):
+    """A model whose image stages were themselves reused (its log names where from) can lend them again;
+    the new log keeps where they were trained."""
+    import torch
+    from conftest import load_script
+
+    module = load_script("train_tiny_model")
+    source = tmp_path / "source"
+    for folder in ("vae", "evaluator"):
+        (source / folder).mkdir(parents=True)
+        (source / folder / "x.json").write_text("{}")
+    stages = {s: {"seconds": 60.0, "reused_from": "/elsewhere/v3", "steps": 3} for s in ("vae", "evaluator", "decoder")}
+    (source / "training_log.json").write_text(json.dumps({"stages": stages}))
+    run = module.Run(work=tmp_path / "work", out=tmp_path / "out", cfg={"vae_steps": 3, "eval_steps": 3,
+                     "decoder_steps": 3}, seed=0, device=torch.device("cpu"))
+    run.work.mkdir()
+    module.reuse_image_stages(run, source)
+    for stage in ("vae", "evaluator", "decoder"):
+        marker = json.loads((run.work / f"{stage}.done").read_text())
+        assert marker["reused_from"] == str(source) and marker["trained_in"] == "/elsewhere/v3"
+        assert marker["seconds"] == 60.0
+    assert (run.work / "vae" / "x.json").exists()

@@ -41,14 +41,13 @@ from ..hooks.kv import AttentionKL, kv_substitution
 from ..hooks.steps import denoiser_inputs
 from ..loading import denoiser
 from ..text.conditioning import EncodedPrompt
+from .follow import COMPARISONS, follow_masks  # noqa: F401  (COMPARISONS: the comparisons of follow_rates)
 
 #: The orders in which :func:`order_slots` picks ``k`` of A's [EOS]-class slots.
 ORDERS = ("first", "last", "random")
 #: What :meth:`KLSteps.table` reports, by :attr:`AttentionKL.KEYS` key.
 KL_LABELS = {"kl_substituted": "KL(p_A || p_switched keys)", "kl_uniform": "KL(p_A || uniform)",
              "kl_uniform_substituted": "KL(p_switched keys || uniform)"}
-#: The comparisons of :func:`follow_rates`.
-COMPARISONS = ("images", "prompts", "clip")
 
 
 # ------------------------------------------------------------------------------ which positions
@@ -71,25 +70,7 @@ def switch_slots(source: EncodedPrompt, target: EncodedPrompt, slots: Sequence[i
     """
     from ..text.surgery import switch_eos
 
-    if pooled_from not in ("target", "source"):
-        raise ValueError(f"pooled_from must be 'target' or 'source', not {pooled_from!r}")
-    n = len(source.eos_class)
-    chosen = list(slots)
-    if any(not isinstance(i, (int, np.integer)) or isinstance(i, bool) or not 0 <= i < n for i in chosen):
-        raise ValueError(f"slots must be integers in [0, {n}) (A has {n} [EOS]-class positions), got {chosen}")
-    if len(set(int(i) for i in chosen)) != len(chosen):
-        raise ValueError(f"slots must not repeat, got {chosen}")
-    full = switch_eos(source, target, pooled_from=pooled_from)  # the alignment rule, and its checks
-    where = [source.eos_class[int(i)] for i in sorted(chosen)]
-    embeds = source.embeds.clone()
-    embeds[where] = full.embeds[where]
-    mask = None
-    if source.mask is not None:
-        mask = source.mask.clone()
-        mask[where] = full.mask[where]
-    pooled = full.pooled if 0 in chosen else source.pooled
-    return source.replace(embeds=embeds, mask=mask, pooled=pooled,
-                          label=f"{source.label} + [EOS] of {target.label}, slots {sorted(int(i) for i in chosen)}")
+    return switch_eos(source, target, pooled_from=pooled_from, slots=slots)
 
 
 def order_slots(order: str, k: int, n_slots: int, rng: np.random.Generator | None = None) -> list[int]:
@@ -169,20 +150,11 @@ def follow_rates(tables: Mapping[str, pd.DataFrame], attribute: str = "shape", l
         l1 = stats.mean_ci_or_nan(df["l1_source"], level)[:3] if "l1_source" in df else (np.nan,) * 3
         found = 0
         for comparison in COMPARISONS:
-            if comparison == "clip":
-                if not {"clip_source", "clip_target"} <= set(df.columns):
-                    continue
-                use = df[["clip_source", "clip_target"]].dropna()
-                b, a = use["clip_target"] > use["clip_source"], use["clip_source"] > use["clip_target"]
-            else:
-                tag = "img_" if comparison == "images" else ""
-                src, tgt = f"source_{tag}{attribute}", f"target_{tag}{attribute}"
-                if not {src, tgt} <= set(df.columns):
-                    continue
-                use = df[df[src].notna()]
-                b, a = use[tgt] == 1, use[src] == 1
+            masks = follow_masks(df, comparison, attribute)
+            if masks is None:
+                continue
+            (b, a), n = masks, len(masks[0])
             found += 1
-            n = len(use)
             rows.append({"condition": name, "comparison": comparison,
                          **dict(zip(("follows_B", "follows_B_lo", "follows_B_hi"), _wilson_or_nan(b.sum(), n, level))),
                          **dict(zip(("stays_A", "stays_A_lo", "stays_A_hi"), _wilson_or_nan(a.sum(), n, level))),

@@ -118,15 +118,16 @@ def run_parts(log: dict, total: float, batch: int) -> dict[str, float]:
     return out
 
 
-def _per_round(parts: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Per (sampler, steps, round): t_B (median over the round's text-window runs), t_2B (full CFG's) and
-    T_full."""
+def _per_round(parts: pd.DataFrame, baseline: str, windows: set) -> pd.DataFrame:
+    """Per (sampler, steps, round): t_B (median over the round's runs of the text windows ``windows``, whose
+    B-row calls are whole passes: DeepCache's are partial, the adaptive stop's batches mixed), t_2B (full
+    CFG's) and T_full."""
     rows = []
     for (sampler, steps, rnd), block in parts.groupby(["sampler", "steps", "round"]):
         base = block[block["method"] == baseline]
         if base.empty:
             continue
-        t_B = block["t_B"].dropna()
+        t_B = block.loc[block["method"].isin(windows), "t_B"].dropna()
         rows.append({"sampler": sampler, "steps": steps, "round": rnd, "t_B": float(t_B.median()) if len(t_B) else np.nan,
                      "t_2B": float(base["t_2B"].iloc[0]), "T_full": float(base["seconds"].iloc[0])})
     return pd.DataFrame(rows)
@@ -148,7 +149,8 @@ def timing_columns(table: pd.DataFrame, times: pd.DataFrame, parts: pd.DataFrame
                     for kind, e, n in zip(out["kind"], out["evals_per_image"], out["steps"])]
     for col in ("limit_hw", "limit_hw_lo", "limit_hw_hi", "gap", "gap_lo", "gap_hi"):
         out[col] = np.nan
-    per_round = _per_round(parts, baseline) if parts is not None and len(parts) else pd.DataFrame()
+    windows = set(out.loc[out["kind"].isin(WINDOW_KINDS), "method"])
+    per_round = _per_round(parts, baseline, windows) if parts is not None and len(parts) else pd.DataFrame()
     for i, row in out.iterrows():
         if row["kind"] not in WINDOW_KINDS or per_round.empty:
             continue
@@ -197,3 +199,22 @@ def focus_methods(labels: Sequence[str], kinds: Sequence[str], ks: Sequence, sam
     return [m for m, kind, k in zip(labels, kinds, ks)
             if kind == "baseline" or str(kind).startswith("deepcache")
             or (is_rule and kind == rule["variant"] and k == k_rule)]
+
+
+def recompute(folder) -> pd.DataFrame:
+    """Rebuild a finished run's latency columns from its raw files (``times.csv``, ``parts.csv``) into
+    ``bench.csv`` and the table of ``bench.md`` (its header kept): for runs measured before a change of
+    :func:`timing_columns`; the measurements themselves are not touched. Returns the new table."""
+    from pathlib import Path
+
+    from .summaries import paper_table, to_markdown
+
+    folder = Path(folder)
+    table = pd.read_csv(folder / "bench.csv")
+    out = timing_columns(table, pd.read_csv(folder / "times.csv"), pd.read_csv(folder / "parts.csv"))
+    out.to_csv(folder / "bench.csv", index=False)
+    md = folder / "bench.md"
+    if md.exists():
+        head = md.read_text().split("\n| ")[0]
+        md.write_text(head.rstrip("\n") + "\n\n" + to_markdown(paper_table(out)) + "\n")
+    return out

@@ -285,3 +285,48 @@ def acceleration_verdict(head: RegisteredRow, table: pd.DataFrame, folder: Path,
                "quality_full_cfg": float(base_row[quality_col]), "n_prompts": n_prompts,
                "limit": float(row["limit"]), "l1": float(row["l1"])}
     return verdicts.Verdict(claim, verdicts.INCONCLUSIVE, head.latency, rule_text, sentence, details=details), None
+
+
+def _interval(v: float, lo: float, hi: float) -> str:
+    return "–" if not np.isfinite(v) else f"{v:.1f}" if not (np.isfinite(lo) and np.isfinite(hi)) \
+        else f"{v:.1f} [{lo:.1f}, {hi:.1f}]"
+
+
+def latency_table(table: pd.DataFrame, quality_col: str = "attribute_accuracy") -> pd.DataFrame:
+    """One row per method: saved latency, the hardware limit and the gap with their 95% intervals over
+    rounds, the call-count limit, the monotonicity flag, rounds and quality (columns of
+    :func:`helpers.bench.latency.timing_columns`; a table without them gives their cells as "–")."""
+    get = lambda row, c: float(row[c]) if c in row and pd.notna(row[c]) else np.nan  # noqa: E731
+    rows = []
+    for _, r in table.iterrows():
+        rows.append({"sampler": r["sampler"], "N": int(r["steps"]), "method": r["method"],
+                     "saved latency % [95%]": _interval(get(r, "saved_latency"), get(r, "saved_lo"), get(r, "saved_hi")),
+                     "limit_hw % [95%]": _interval(get(r, "limit_hw"), get(r, "limit_hw_lo"), get(r, "limit_hw_hi")),
+                     "gap pts [95%]": _interval(get(r, "gap"), get(r, "gap_lo"), get(r, "gap_hi")),
+                     "limit % (calls)": _interval(get(r, "limit"), np.nan, np.nan),
+                     "monotone in k": r.get("monotone", "–"), "rounds": r.get("n_rounds", "–"),
+                     COLUMNS.get(quality_col, quality_col): _interval(get(r, quality_col), np.nan, np.nan)})
+    return pd.DataFrame(rows)
+
+
+def composition_summary(table: pd.DataFrame, quality_col: str = "attribute_accuracy") -> list[str]:
+    """Per (sampler, N) and composed method: is it ahead of DeepCache alone on saved latency (its
+    interval above DeepCache's) and how its quality compares with full CFG and DeepCache (means over the
+    block's prompts; no equivalence test: exploratory)."""
+    lines = []
+    for (sampler, steps), block in table.groupby(["sampler", "steps"]):
+        alone = block[block["kind"] == "deepcache"]
+        base = block[block["kind"] == "baseline"]
+        for _, c in block[block["kind"].astype(str).str.startswith("deepcache+")].iterrows():
+            same = alone[alone["method"] == c["method"].split(" + ")[0]]
+            if same.empty or base.empty:
+                continue
+            d = same.iloc[0]
+            ahead = ("ahead (intervals disjoint)" if c["saved_lo"] > d["saved_hi"] else
+                     "not ahead (intervals overlap)" if c["saved_hi"] >= d["saved_lo"] else "behind")
+            lines.append(f"{sampler.upper()} N={steps}: {c['method']} saves "
+                         f"{_interval(c['saved_latency'], c['saved_lo'], c['saved_hi'])}% vs DeepCache alone "
+                         f"{_interval(d['saved_latency'], d['saved_lo'], d['saved_hi'])}%: {ahead}; "
+                         f"{quality_col} {c[quality_col]:.1f} vs {d[quality_col]:.1f} (DeepCache) and "
+                         f"{base.iloc[0][quality_col]:.1f} (full CFG)")
+    return lines

@@ -86,7 +86,7 @@ PARTS = ("all", "eos", "padding")
 
 def switch_eos(
     source: EncodedPrompt, target: EncodedPrompt, k: int | None = None, pooled_from: str = "target",
-    part: str = "all",
+    part: str = "all", slots: Sequence[int] | None = None,
 ) -> EncodedPrompt:
     """The switched prompt of a pair: A's [SOS] and semantic tokens, then B's [EOS] class.
 
@@ -101,6 +101,12 @@ def switch_eos(
             B's real [EOS] on A's, A's padding kept) or ``"padding"`` (only the padding: A's real
             [EOS] kept, B's padding after it) -- the controls of "is it the real [EOS] or the
             padding?" (Padding Tone). ``k`` applies to ``"all"`` only.
+        slots: instead of ``k`` / ``part``, any set of indices into A's [EOS] class (0 = the real [EOS],
+            1.. = the padding after it), each taking B's aligned embedding (the controls' orders).
+            ``range(k)`` equals ``k=k``, ``[0]`` equals ``part="eos"``.
+
+    The pooled embedding (SDXL) is B's when slot 0 (the real [EOS], whose projection it is) is switched
+    and ``pooled_from="target"``, else A's.
 
     Raises:
         EmbeddingShapeError: the two prompts come from different pipelines or shapes.
@@ -111,19 +117,24 @@ def switch_eos(
         raise ValueError(f"pooled_from must be 'target' or 'source', not {pooled_from!r}")
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, not {part!r}")
-    slots = source.eos_class
+    eos = source.eos_class
     if part != "all" and k is not None:
         raise ValueError(f"k applies to part='all' only (part={part!r} switches a fixed set of positions)")
+    if slots is not None and (k is not None or part != "all"):
+        raise ValueError("slots replaces k and part: pass one of them")
     if k is None:
-        k = len(slots)
-    if not isinstance(k, (int, np.integer)) or not 0 <= k <= len(slots):
+        k = len(eos)
+    if not isinstance(k, (int, np.integer)) or not 0 <= k <= len(eos):
         raise EOSSlotError(
             f"k={k} switched [EOS] embeddings requested but prompt A ({source.label!r}) has "
-            f"{len(slots)} [EOS]-class positions: use 0 <= k <= {len(slots)}"
+            f"{len(eos)} [EOS]-class positions: use 0 <= k <= {len(eos)}"
         )
-    donor = _aligned(target, len(slots))
-    chosen = {"all": range(k), "eos": range(min(1, len(slots))), "padding": range(1, len(slots))}[part]
-    where, taken = [slots[i] for i in chosen], [donor[i] for i in chosen]
+    donor = _aligned(target, len(eos))
+    if slots is not None:
+        chosen = sorted(_checked_slots(slots, len(eos)))
+    else:
+        chosen = list({"all": range(k), "eos": range(min(1, len(eos))), "padding": range(1, len(eos))}[part])
+    where, taken = [eos[i] for i in chosen], [donor[i] for i in chosen]
     embeds = source.embeds.clone()
     embeds[where] = target.embeds[taken]
     mask = None
@@ -131,11 +142,22 @@ def switch_eos(
         mask = source.mask.clone()
         mask[where] = target.mask[taken]
     pooled = source.pooled
-    if source.pooled is not None and pooled_from == "target" and where and part != "padding":
+    if source.pooled is not None and pooled_from == "target" and 0 in chosen:
         pooled = target.pooled
-    suffix = "" if part == "all" and k == len(slots) else f", k={k}" if part == "all" else f", {part} only"
+    suffix = (f", slots {chosen}" if slots is not None else "" if part == "all" and k == len(eos)
+              else f", k={k}" if part == "all" else f", {part} only")
     return source.replace(embeds=embeds, mask=mask, pooled=pooled,
                           label=f"{source.label} + [EOS] of {target.label}{suffix}")
+
+
+def _checked_slots(slots: Sequence[int], n: int) -> list[int]:
+    """``slots`` as ints, each in ``[0, n)`` and none repeated (else ``EOSSlotError``)."""
+    chosen = list(slots)
+    if any(not isinstance(i, (int, np.integer)) or isinstance(i, bool) or not 0 <= i < n for i in chosen):
+        raise EOSSlotError(f"slots must be integers in [0, {n}) (A has {n} [EOS]-class positions), got {chosen}")
+    if len(set(int(i) for i in chosen)) != len(chosen):
+        raise EOSSlotError(f"slots must not repeat, got {chosen}")
+    return [int(i) for i in chosen]
 
 
 def _aligned(target: EncodedPrompt, n_slots: int) -> list[int]:
