@@ -293,3 +293,8 @@ def describe(pipe) -> dict[str, object]:
         "total_parameters": sum(parts.values()),
         "scheduler": type(pipe.scheduler).__name__,
     }
+
+
+def embedded_model_dir() -> Path:
+    """The embedded default model's folder (``data/models/tiny-shapes-sd``), for code outside ``helpers.toy``."""
+    return Path(tiny_model.default_model_dir())

@@ -12,8 +12,10 @@ writes its timings.
 
 Writes ``results/acceleration/<profile>/`` (embedded model) or
 ``results/acceleration/<model>/<profile>/``: ``bench.csv`` (every number), ``bench.md``
-(the table and how it was measured), ``times.csv`` (every timed call), ``pareto.png``,
-``examples_<sampler>_<N>.png`` (image rows per method) and ``meta.json``. The methods
+(the table and how it was measured), ``times.csv`` (every timed call), ``parts.csv`` (each timed
+call's denoiser calls at B and 2B rows, text encoder, VAE decode, scheduler), ``profile.csv`` (where the
+full-CFG run's time goes), ``pareto.png``, ``examples_<sampler>_<N>.png`` (image rows per method) and
+``meta.json`` (machine, load, model fingerprint). The methods
 and the measurement protocol are documented in ``helpers/bench/acceleration.py``.
 """
 

@@ -61,7 +61,7 @@ def bench_focus() -> str:
     import pandas as pd
 
     sys.path.insert(0, str(ROOT))
-    from helpers.bench.summaries import composition_summary, latency_table, to_markdown
+    from helpers.bench.summaries import composition_summary, latency_table, pareto_front, to_markdown
 
     folder = RESULTS / "acceleration" / "full_ddim50"
     if not (folder / "bench.csv").exists():
@@ -78,6 +78,9 @@ def bench_focus() -> str:
     where = "; ".join(f"{c.removesuffix(' %').replace('_s', '')} {r[c]:.1f}%" for _, r in prof.iterrows()
                       for c in prof.columns if c.endswith(" %"))
     lines = "\n".join(f"- {x}" for x in composition_summary(table))
+    front = pareto_front(table, "saved_latency", "attribute_accuracy")
+    lines += (f"\n\nOn the front of saved latency against attribute accuracy: {'; '.join(front['method'])}. The adaptive "
+              f"stop (x̂0 criterion) is {'on' if (front['kind'] == 'adaptive').any() else 'not on'} it in this block.")
     return (head + "\n\n" + to_markdown(latency_table(table)) + f"\n\nWhere the full-CFG run's time goes: {where}."
             + "\n\nComposition with DeepCache (quality: means over the prompts, no equivalence test):\n" + lines)
 

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ..hooks.steps import count_evaluations
-from ..loading import denoiser
+from ..loading import denoiser, family as pipeline_family
 from . import acceleration as acc
 from . import latency, timing
 from .peers import peer_status
@@ -64,6 +64,7 @@ def measure(pipe, family: str, steps: int = 4, batch_sizes: Sequence[int] = (1,)
     net = denoiser(pipe)
     p = next(net.parameters())
     ms = methods(steps, interval, peer_status(pipe)["deepcache"] is None)
+    kw = {"use_resolution_binning": False} if pipeline_family(pipe) == "pixart" else {}  # any size, as built
     rows = []
     with latent_size(pipe, latent) as side:
         for b in batch_sizes:
@@ -71,9 +72,9 @@ def measure(pipe, family: str, steps: int = 4, batch_sizes: Sequence[int] = (1,)
             evals = {}
             for m in ms:  # warm-up, and the evaluation count
                 with count_evaluations(pipe) as n:
-                    acc.run_method(pipe, m, prompts, steps, guidance_scale, seed)
+                    acc.run_method(pipe, m, prompts, steps, guidance_scale, seed, **kw)
                 evals[m.label] = n[0] / len(prompts)
-            times, parts = acc.time_methods(pipe, ms, prompts, steps, guidance_scale, seed, repeats)
+            times, parts = acc.time_methods(pipe, ms, prompts, steps, guidance_scale, seed, repeats, **kw)
             key = {"sampler": "ddim", "steps": steps}
             table = pd.DataFrame([{"method": m.label, "kind": m.kind, "k": m.text_steps or steps,
                                    "a": steps - (m.text_steps or steps), "evals_per_image": evals[m.label], **key}

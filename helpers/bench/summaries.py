@@ -111,11 +111,11 @@ def model_fingerprint(model_id: str | None) -> str:
     weight files (every ``*.safetensors`` under the model folder, names and bytes); else the id itself."""
     import hashlib
 
-    from ..toy.model import default_model_dir
+    from ..loading import embedded_model_dir
 
     if model_id is not None:
         return str(model_id)
-    folder, h = Path(default_model_dir()), hashlib.sha256()
+    folder, h = embedded_model_dir(), hashlib.sha256()
     for f in sorted(folder.rglob("*.safetensors")):
         h.update(str(f.relative_to(folder)).encode())
         with open(f, "rb") as fh:
