@@ -158,7 +158,7 @@ def run_method(pipe, method: Method, prompts: Sequence[str], steps: int, guidanc
         composed = kind != method.kind
         with deepcache_context(pipe, method.cache_interval, keep=kind) if composed else contextlib.nullcontext():
             run = guidance.sample(pipe, prompts, schedule, num_inference_steps=steps, guidance_scale=guidance_scale,
-                                  seed=seed, batch_size=n, record=record and not composed, **pipe_kwargs)
+                                  seed=seed, batch_size=n, record=record, **pipe_kwargs)
         return run.images, run.text_steps
     if method.kind not in KINDS:
         raise ValueError(f"unknown method kind {method.kind!r}; choose from {KINDS}")
@@ -226,13 +226,6 @@ def time_methods(pipe, methods: Sequence[Method], prompts: Sequence[str], steps:
         rows.append({"round": r, "method": m.label, **latency.run_parts(log, total, len(prompts))})
     parts = pd.DataFrame(rows)
     return parts[["round", "method", "seconds"]].copy(), parts
-
-
-def saved_latency(times: pd.DataFrame, baseline: str = "full CFG") -> pd.DataFrame:
-    """Per method: median seconds and the median over rounds of ``1 - t / t_baseline`` (same round)."""
-    wide = times.pivot(index="round", columns="method", values="seconds")
-    ratio = wide.div(wide[baseline], axis=0)
-    return pd.DataFrame({"median_s": wide.median(), "saved_latency": 100 * (1 - ratio.median())})
 
 
 def quality(scorer, images: np.ndarray, reference: np.ndarray, prompts: Sequence[str],

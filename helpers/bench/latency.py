@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,10 +30,9 @@ PARTS = ("text_encoder", "vae_decode", "scheduler")
 WINDOW_KINDS = ("uncond", "cond")
 
 
-def _sync(module: torch.nn.Module) -> None:
-    p = next(module.parameters(), None)
-    if p is not None and p.device.type == "cuda":
-        torch.cuda.synchronize(p.device)
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """Waits for the device's queued work (CUDA), so that wall-clock times are the work's."""
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
 
 
 @contextlib.contextmanager
@@ -43,15 +42,17 @@ def timed_parts(pipe) -> Iterator[dict]:
     instance wrappers of ``vae.decode`` and ``scheduler.step``; all removed on exit, also after an
     exception. Composes with DeepCache (it replaces ``unet.forward``; module hooks still wrap the call)."""
     net = denoiser(pipe)
+    param = next(net.parameters(), None)
+    sync = synchronizer(param.device if param is not None else torch.device("cpu"))
     log: dict = {"calls": [], **{p: 0.0 for p in PARTS}}
     handles, patched, start = [], [], []
 
     def pre(module, args, kwargs):
-        _sync(module)
+        sync()
         start.append((int(denoiser_sample(args, kwargs).shape[0]), time.perf_counter()))
 
     def post(module, args, kwargs, output):
-        _sync(module)
+        sync()
         rows, t0 = start.pop()
         log["calls"].append((rows, time.perf_counter() - t0))
 
@@ -59,12 +60,12 @@ def timed_parts(pipe) -> Iterator[dict]:
         begun = []
 
         def began(m, a) -> None:  # a pre-hook's return value would replace the inputs: return nothing
-            _sync(m)
+            sync()
             begun.append(time.perf_counter())
         handles.append(module.register_forward_pre_hook(began))
 
         def done(m, a, out):
-            _sync(m)
+            sync()
             log[name] += time.perf_counter() - begun.pop()
         handles.append(module.register_forward_hook(done))
 

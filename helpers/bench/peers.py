@@ -71,16 +71,12 @@ def tgate_context(pipe) -> Iterator[Callable]:
 def halve_cached(value, rows: int, keep: str):
     """DeepCache's cached block outputs for a batch that shrank from ``2 * rows`` to ``rows``: the
     ``keep`` half (``"uncond"``: the first rows, diffusers' ``[negative; conditional]`` order; ``"cond"``:
-    the last) of every tensor with ``2 * rows`` rows, inside tuples, lists and dicts (diffusers outputs)."""
-    if isinstance(value, torch.Tensor):
-        if value.ndim and value.shape[0] == 2 * rows:
-            return value[:rows] if keep == "uncond" else value[rows:]
-        return value
-    if isinstance(value, dict):
-        return type(value)(**{k: halve_cached(v, rows, keep) for k, v in value.items()})
-    if isinstance(value, (tuple, list)):
-        return type(value)(halve_cached(v, rows, keep) for v in value)
-    return value
+    the last) of every tensor with ``2 * rows`` rows, inside tuples, lists and dicts
+    (:func:`helpers.hooks.cfg.take_rows`)."""
+    from ..hooks.cfg import take_rows
+
+    index = torch.arange(rows) if keep == "uncond" else torch.arange(rows, 2 * rows)
+    return take_rows(value, 2 * rows, index)
 
 
 @contextlib.contextmanager

@@ -48,6 +48,7 @@ from ..resources import data_dir
 from ..text.conditioning import encode
 from ..text.sd_tokenizer import sd_tokenizer
 from ..text.surgery import generate_from_embeddings, switch_eos
+from .latency import synchronizer, timed_parts
 
 FAMILIES = ("sd15", "sd21", "sdxl", "pixart")
 MODEL_IDS = {
@@ -234,38 +235,6 @@ def latent_size(pipe, size: int | None) -> Iterator[int]:
             pipe.default_sample_size = old_default
 
 
-def _synchronizer(device: torch.device) -> Callable[[], None]:
-    """Waits for the device's queued work (CUDA), so that wall-clock times are the work's."""
-    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-
-
-class _DenoiserTimer:
-    """Seconds and calls of the denoiser's forward (synchronised on CUDA) while installed."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.model, self.seconds, self.calls, self._start = model, 0.0, 0, 0.0
-        self.sync = _synchronizer(model.device)
-
-    def _pre(self, module, args, kwargs) -> None:
-        self.sync()
-        self._start = time.perf_counter()
-
-    def _post(self, module, args, kwargs, output) -> None:
-        self.sync()
-        self.seconds += time.perf_counter() - self._start
-        self.calls += 1
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator["_DenoiserTimer"]:
-        handles = [self.model.register_forward_pre_hook(self._pre, with_kwargs=True),
-                   self.model.register_forward_hook(self._post, with_kwargs=True)]
-        try:
-            yield self
-        finally:
-            for h in handles:
-                h.remove()
-
-
 def _reset_peak(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
@@ -318,7 +287,7 @@ def _trace(pipe, steps: int, kw: dict, state: dict) -> dict:
 
 
 def _surgery(pipe, steps: int, kw: dict, state: dict) -> dict:
-    sync = _synchronizer(denoiser(pipe).device)
+    sync = synchronizer(denoiser(pipe).device)
     sync()
     start = time.perf_counter()
     a, b = encode(pipe, PROMPTS[0]), encode(pipe, PROMPTS[1])
@@ -417,10 +386,9 @@ def run_paths(pipe, steps: int = 2, height: int | None = None, width: int | None
         for name in selected:
             log(f"  {name}: running {steps} step(s) at {size * pipe.vae_scale_factor} px ...")
             _reset_peak(device)
-            timer = _DenoiserTimer(model)
             start = time.perf_counter()
             try:
-                with timer.installed():
+                with timed_parts(pipe) as timer:
                     entry = {"status": "OK", **_PATH_FUNCTIONS[name](pipe, steps, kw, state)}
             except Exception as err:  # a dry run reports every failure and goes on
                 message = (f"{type(err).__name__}: {err}".strip().splitlines() or [type(err).__name__])[0][:500]
@@ -429,8 +397,9 @@ def run_paths(pipe, steps: int = 2, height: int | None = None, width: int | None
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
             peak, kind = _peak(device)
-            entry.update(seconds=time.perf_counter() - start, denoiser_calls=timer.calls,
-                         seconds_per_step=timer.seconds / timer.calls if timer.calls else None,
+            calls = [s for _, s in timer["calls"]]
+            entry.update(seconds=time.perf_counter() - start, denoiser_calls=len(calls),
+                         seconds_per_step=sum(calls) / len(calls) if calls else None,
                          peak_memory_bytes=peak, peak_memory_kind=kind)
             result["paths"][name] = entry
             per_step = "" if entry["seconds_per_step"] is None else f", {entry['seconds_per_step']:.3f} s/step"

@@ -28,6 +28,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..bench.timing import x0_guidance_scale
 from .steps import denoiser_inputs, denoiser_sample
 
 
@@ -85,7 +86,7 @@ class DenoiserHooks:
         self._rows = None
         if self.alphas is not None:
             abar = self.alphas[min(max(int(round(t)), 0), len(self.alphas) - 1)]
-            self._scale = float(np.sqrt((1 - abar) / abar / sample[0].numel()))
+            self._scale = x0_guidance_scale(abar) / float(np.sqrt(sample[0].numel()))
         if n != 2 * self.batch:  # CFG is off in the pipeline itself: nothing to gate or record
             self.rows += n
             return None
@@ -133,8 +134,7 @@ class DenoiserHooks:
             self.norms[:, active, self.step] = norms[:, active]
             self.x0[active, self.step] = x0[active]
         if self.adaptive is not None:
-            x0_space = getattr(self.adaptive, "criterion", "ratio") == "x0"
-            ratio = x0 if x0_space else norms[2] / np.maximum(norms[0], 1e-12)
+            ratio = x0 if self.adaptive.criterion == "x0" else norms[2] / np.maximum(norms[0], 1e-12)
             for j in np.flatnonzero(active & (ratio < self.adaptive.threshold)):
                 if self.stop_from[j] == self.steps and self.step + 1 >= self.adaptive.min_text_steps:
                     self.stop_from[j] = self.step + 1
