@@ -47,6 +47,8 @@ RULES: Mapping[str, Mapping[str, Any]] = _freeze({
     "text_removal": {  # 05 and 06: one intervention, one rule
         "k_fraction": 0.5, "n_steps": 50, "sampler": "ddim", "margin": 3.0, "variant": "uncond",
         "value": "attribute accuracy %", "unit_column": "prompt", "level": 0.95},
+    "composition": {  # 06, issue 24: DeepCache + text off after k = N/2 at the text_removal setting, vs DeepCache
+        "kind": "deepcache+uncond", "k_fraction": 0.5, "cache_interval": 3, "level": 0.95},
     "text_early": {  # 05's headline: the causal switch test (A for k steps then B, and B then A)
         "early_fraction": 0.2, "threshold": 0.5, "attribute": "shape", "against": "images", "level": 0.95,
         "n_boot": 10000, "seed": 0},

@@ -11,6 +11,7 @@ import pytest
 from helpers.bench import acceleration as acc
 from helpers.bench import timing
 from helpers.generation import generate
+from helpers.loading import load_pipeline
 from helpers.bench.summaries import at_paper_a, best_tradeoff, paper_table, pareto_front, to_markdown
 from helpers.plots.bench import plot_pareto
 
@@ -151,3 +152,10 @@ def test_rule_table_of_the_pre_registered_setting(tmp_path):
     assert sorted(table["k"].unique()) == [25, 50] and len(table) == 6
     v = verdicts.text_removal_keeps_quality(table)
     assert v.estimate.n == 3
+    if (out / "compose_per_prompt.csv").exists() or acc.peer_status(load_pipeline("random-tiny"))["deepcache"] is None:
+        composed = pd.read_csv(out / "compose_per_prompt.csv")
+        assert set(composed["kind"]) == {"deepcache", "deepcache+uncond", "deepcache+cond"} and len(composed) == 9
+        from helpers.bench import summaries
+
+        eq = summaries.composition_equivalence(out)
+        assert len(eq) == 3 and (eq["n"] == 3).all()

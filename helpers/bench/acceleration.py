@@ -314,7 +314,8 @@ def _run_block(pipe, sampler: str, steps: int, config: BenchConfig, prompts: Seq
         images[m.label] = im
         k_mean = float(np.mean(ks))
         rows.append({"sampler": sampler, "steps": steps, "method": m.label, "kind": m.kind,
-                     "k": k_mean, "a": steps - k_mean, "evals_per_image": evals / len(prompts)})
+                     "k": k_mean, "a": steps - k_mean, "evals_per_image": evals / len(prompts),
+                     "cache_interval": m.cache_interval})
         log(f"  [{sampler} N={steps}] {m.label}: {evals / len(prompts):.1f} denoiser evaluations per image")
     from ..verdicts import RULES
 
@@ -349,7 +350,8 @@ def run_benchmark(config: BenchConfig, model_id: str | None = None, out: Path | 
     """Run every block of ``config`` and write the result files; returns their folder.
 
     Files: ``bench.csv`` (every number), ``bench.md`` (the table, with how it was measured),
-    ``times.csv`` (every timed call), ``pareto.png``, ``examples_<sampler>_<N>.png`` and
+    ``times.csv`` (every timed call), ``parts.csv`` / ``profile.csv`` (where the time went),
+    ``rule_per_prompt.csv`` / ``compose_per_prompt.csv`` (per-prompt quality at the rule's setting, full profile), ``pareto.png``, ``examples_<sampler>_<N>.png`` and
     ``meta.json`` (machine, settings, peers, calibrated thresholds).
 
     Args:
@@ -411,6 +413,9 @@ def run_benchmark(config: BenchConfig, model_id: str | None = None, out: Path | 
         return out
     if rule is not None:
         rule.to_csv(out / "rule_per_prompt.csv", index=False)
+        composed = composition_quality(pipe, config, records[:config.rule_prompts], toy, scorer, log)
+        if composed is not None:  # DeepCache alone and composed, paired with the rule's full-CFG rows
+            composed.to_csv(out / "compose_per_prompt.csv", index=False)
     table = pd.concat([b.table for b in blocks], ignore_index=True)
     table.to_csv(out / "bench.csv", index=False)
     pd.concat([b.times for b in blocks]).to_csv(out / "times.csv", index=False)
@@ -447,4 +452,4 @@ def run_benchmark(config: BenchConfig, model_id: str | None = None, out: Path | 
     return out
 
 
-from .rule_run import rule_quality, run_rule_only  # noqa: E402,F401  (the rule's setting; re-exported here)
+from .rule_run import composition_quality, rule_quality, run_rule_only  # noqa: E402,F401  (re-exported here)

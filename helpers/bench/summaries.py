@@ -5,6 +5,7 @@
 >>> head = registered_row(table, folder)             # the pre-registered row of the rule shared with notebook 05
 >>> summary = benchmark_summary(table, at_paper_a(table), quality_column(table), 2.0, full=full) | head.summary()
 >>> v, reason = acceleration_verdict(head, table, folder, meta, quality_column(table), 2.0)
+>>> composed = composition_verdict(table, folder)    # DeepCache + the paper's window, against DeepCache alone
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from .. import verdicts
-from ..stats import Estimate, saved_latency
+from ..stats import Estimate, paired_t, saved_latency
+from . import timing
 from .acceleration import PAPER_A_FRACTION
 
 
@@ -318,7 +320,8 @@ def composition_summary(table: pd.DataFrame, quality_col: str = "attribute_accur
         alone = block[block["kind"] == "deepcache"]
         base = block[block["kind"] == "baseline"]
         for _, c in block[block["kind"].astype(str).str.startswith("deepcache+")].iterrows():
-            same = alone[alone["method"] == c["method"].split(" + ")[0]]
+            same = (alone[alone["cache_interval"] == c["cache_interval"]] if "cache_interval" in block
+                    else alone[alone["method"] == c["method"].split(" + ")[0]])  # older runs: by label
             if same.empty or base.empty:
                 continue
             d = same.iloc[0]
@@ -330,3 +333,102 @@ def composition_summary(table: pd.DataFrame, quality_col: str = "attribute_accur
                          f"{quality_col} {c[quality_col]:.1f} vs {d[quality_col]:.1f} (DeepCache) and "
                          f"{base.iloc[0][quality_col]:.1f} (full CFG)")
     return lines
+
+
+def composition_equivalence(folder: Path, margin: float | None = None, level: float = 0.95) -> pd.DataFrame:
+    """Per-prompt quality of DeepCache and its compositions against full CFG (exploration beside the rule).
+
+    Pairs ``compose_per_prompt.csv`` with the full-CFG rows of ``rule_per_prompt.csv`` (same prompts and
+    seeds, the full profile) by prompt: one row per method with the paired-t difference full CFG − method
+    (``difference, lo, hi, n``) and ``equivalent`` (the interval inside ±``margin``; default the shared
+    rule's margin, ``RULES["text_removal"]["margin"]``), ``worse`` (``lo > margin``). Empty without the files.
+    """
+    rule = verdicts.RULES["text_removal"]
+    margin = rule["margin"] if margin is None else margin
+    cols = ["sampler", "steps", "method", "kind", "k", "cache_interval", "difference", "lo", "hi", "n",
+            "equivalent", "worse"]
+    folder = Path(folder)
+    if not ((folder / "compose_per_prompt.csv").exists() and (folder / "rule_per_prompt.csv").exists()):
+        return pd.DataFrame(columns=cols)
+    composed, ruled = pd.read_csv(folder / "compose_per_prompt.csv"), pd.read_csv(folder / "rule_per_prompt.csv")
+    value = rule["value"] if rule["value"] in composed else "CLIPScore"
+    rows = []
+    for (sampler, steps, method), group in composed.groupby(["sampler", "steps", "method"], sort=False):
+        full = ruled[(ruled["sampler"] == sampler) & (ruled["steps"] == steps) & (ruled["k"] == steps)]
+        pair = full.set_index("prompt")[value].to_frame("full").join(group.set_index("prompt")[value], how="inner")
+        if len(pair) != len(group) or len(pair) != len(full):
+            raise ValueError(f"{method}: its prompts and the full-CFG prompts of rule_per_prompt.csv differ, so they "
+                             "cannot be paired.")
+        e = paired_t(pair["full"].to_numpy(float), pair[value].to_numpy(float), level)
+        first = group.iloc[0]
+        rows.append(dict(zip(cols, (sampler, int(steps), method, first["kind"], int(first["k"]),
+                                    first["cache_interval"], e.value, e.lo, e.hi, e.n,
+                                    bool(-margin < e.lo and e.hi < margin), bool(e.lo > margin)))))
+    return pd.DataFrame(rows, columns=cols)
+
+
+def composition_verdict(table: pd.DataFrame, folder: Path, *, rule: Mapping[str, Any] | None = None,
+                        margin: float | None = None) -> verdicts.Verdict:
+    """Is the paper's method composed with DeepCache ahead of DeepCache alone at equal quality? (issue 24's ★)
+
+    Decided before the run (``RULES["composition"]`` at the shared rule's setting, DDIM N = 50): the
+    composed method (``kind``, k = round(k_fraction · N), DeepCache interval ``cache_interval``) against
+    DeepCache alone with that interval. Speed: the composed method's wall clock divided by DeepCache's of the
+    same round (``times.csv``; median over rounds, 95% bootstrap interval, as every latency ratio here),
+    ``ahead`` when the saving relative to DeepCache has its whole interval above 0, ``behind`` when below.
+    Quality: :func:`composition_equivalence`'s paired t of full CFG − composed (the shared rule's prompts,
+    margin ±3 pp). SUPPORTED: ahead and equivalent; NOT SUPPORTED: behind, or worse beyond the margin;
+    else INCONCLUSIVE (also when the run lacks the per-prompt files: the quick profile).
+    """
+    rule = verdicts.RULES["composition"] if rule is None else rule
+    base_rule = verdicts.RULES["text_removal"]
+    margin = base_rule["margin"] if margin is None else margin
+    steps = base_rule["n_steps"]
+    k = int(round(rule["k_fraction"] * steps))
+    claim = "The paper's method composed with DeepCache is faster than DeepCache alone at full-CFG quality"
+    rule_text = (f"{base_rule['sampler'].upper()} N={steps}: DeepCache (interval {rule['cache_interval']}) + "
+                 f"{rule['kind'].split('+')[1]} window after k={k} against DeepCache alone: same-round time saved "
+                 f"relative to DeepCache, 95% interval above 0, and paired t of {base_rule['value']} (full CFG minus "
+                 f"composed) inside ±{margin:g} pp")
+    block = table[(table["sampler"].astype(str).str.lower() == base_rule["sampler"]) & (table["steps"] == steps)]
+    interval = block["cache_interval"] if "cache_interval" in block else pd.Series(np.nan, index=block.index)
+    comp = block[(block["kind"] == rule["kind"]) & (block["k"] == k) & (interval == rule["cache_interval"])]
+    alone = block[(block["kind"] == "deepcache") & (interval == rule["cache_interval"])]
+    if comp.empty or alone.empty:
+        nothing = Estimate(np.nan, np.nan, np.nan, 0, "not measured", rule["level"], " %")
+        return verdicts.Verdict(claim, verdicts.INCONCLUSIVE, nothing, rule_text,
+                                f"{claim}: not measured in this run (no DeepCache or no {rule['kind']} row at "
+                                f"k={k}). Rule: {rule_text}. Verdict: INCONCLUSIVE — not measured.")
+    c, d = comp.iloc[0], alone.iloc[0]
+    times = pd.read_csv(Path(folder) / "times.csv")
+    times = times[(times["sampler"] == c["sampler"]) & (times["steps"] == steps)
+                  & times["method"].isin([c["method"], d["method"]])]
+    rel = timing.ratio_table(times, baseline=d["method"], level=rule["level"]).set_index("method").loc[c["method"]]
+    speed = Estimate(float(rel["saved_latency"]), float(rel["saved_lo"]), float(rel["saved_hi"]),
+                     int(rel["n_rounds"]), "median same-round ratio, bootstrap", rule["level"], " %")
+    eq = composition_equivalence(folder, margin, rule["level"])
+    eq = eq[(eq["method"] == c["method"]) & (eq["steps"] == steps)]
+    quality = None if eq.empty else Estimate(float(eq["difference"].iloc[0]), float(eq["lo"].iloc[0]),
+                                             float(eq["hi"].iloc[0]), int(eq["n"].iloc[0]), "paired t",
+                                             rule["level"], " pp")
+    ahead, behind = speed.lo > 0, speed.hi < 0
+    if quality is None:
+        verdict, reason = verdicts.INCONCLUSIVE, ("no per-prompt quality of the composition (compose_per_prompt.csv, "
+                                                  "written by the full profile)")
+    elif behind or quality.lo > margin or quality.hi < -margin:
+        verdict, reason = verdicts.NOT_SUPPORTED, ("it is slower than DeepCache alone" if behind else
+                                                   f"its quality differs from full CFG by more than ±{margin:g} pp")
+    elif ahead and -margin < quality.lo and quality.hi < margin:
+        verdict, reason = verdicts.SUPPORTED, (f"it is faster than DeepCache alone and its quality interval lies "
+                                               f"within ±{margin:g} pp of full CFG")
+    else:
+        verdict, reason = verdicts.INCONCLUSIVE, ("the speed interval includes 0" if not ahead else
+                                                  f"the quality interval crosses ±{margin:g} pp")
+    q_text = "quality not measured per prompt" if quality is None else f"full CFG minus composed {quality}"
+    sentence = (f"{claim}: {c['method']} saves {_interval(c['saved_latency'], c['saved_lo'], c['saved_hi'])}% of "
+                f"full CFG's time against DeepCache alone's {_interval(d['saved_latency'], d['saved_lo'], d['saved_hi'])}%"
+                f"; relative to DeepCache in the same rounds it saves {speed}; {q_text}. Rule: {rule_text}. "
+                f"Verdict: {verdict} — {reason}.")
+    return verdicts.Verdict(claim, verdict, speed, rule_text, sentence,
+                            details={"method": c["method"], "deepcache": d["method"], "k": k,
+                                     "quality_difference": quality})
