@@ -520,8 +520,29 @@ def training_noise(shape: tuple[int, ...], g: torch.Generator, offset: float) ->
     return noise + offset * (dc + field)
 
 
+def unet_loss(unet, noise_sched, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+              min_snr_gamma: float) -> torch.Tensor:
+    """The UNet stage's loss: epsilon MSE, Min-SNR-gamma weighted (Hang et al. 2023) when ``min_snr_gamma > 0``."""
+    from diffusers.training_utils import compute_snr
+
+    pred = unet(noise_sched.add_noise(x0, noise, t), t, encoder_hidden_states=cond).sample
+    if min_snr_gamma > 0:
+        snr = compute_snr(noise_sched, t)
+        weight = torch.clamp(snr, max=min_snr_gamma) / snr
+        return (F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3)) * weight).mean()
+    return F.mse_loss(pred, noise)
+
+
+def unet_update(unet, opt, sched, ema) -> None:
+    """After ``loss.backward()``: clip the gradient norm at 1, step the optimizer, the LR schedule and the EMA."""
+    torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    ema.step(unet.parameters())
+
+
 def stage_unet(run: Run, tokenizer) -> dict:
-    from diffusers.training_utils import EMAModel, compute_snr
+    from diffusers.training_utils import EMAModel
 
     cfg, data = run.cfg, load_data(run)
     latents = torch.load(run.work / "latents.pt")
@@ -547,19 +568,10 @@ def stage_unet(run: Run, tokenizer) -> dict:
         x0 = latents[idx].to(run.device)
         noise = training_noise(x0.shape, g, cfg["unet_offset_noise"]).to(run.device)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (len(idx),), generator=g).to(run.device)
-        pred = unet(noise_sched.add_noise(x0, noise, t), t, encoder_hidden_states=cond).sample
-        if cfg["unet_min_snr_gamma"] > 0:  # Min-SNR-gamma weighting (Hang et al. 2023), epsilon form
-            snr = compute_snr(noise_sched, t)
-            weight = torch.clamp(snr, max=cfg["unet_min_snr_gamma"]) / snr
-            loss = (F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3)) * weight).mean()
-        else:
-            loss = F.mse_loss(pred, noise)
+        loss = unet_loss(unet, noise_sched, x0, noise, t, cond, cfg["unet_min_snr_gamma"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        ema.step(unet.parameters())
+        unet_update(unet, opt, sched, ema)
         losses.append(loss.item())
         if step % 50 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")

@@ -9,9 +9,10 @@ Blocks, between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` markers:
 - ``bench``: the acceleration benchmark table (``results/acceleration/full/bench.md`` when the
   full profile was run, else the quick one, saying which)
 - ``bench_focus``: the latency columns of issue 24 (intervals, ``limit_hw``, gap, monotonicity, the
-  composition with DeepCache, where the time goes) from ``results/acceleration/full_ddim50/`` (the full
-  profile's DDIM 50 block: ``scripts/bench_acceleration.py --profile full --samplers ddim --steps 50
-  --rule-prompts 0 --out results/acceleration/full_ddim50``)
+  composition with DeepCache and its rule, where the time goes) from ``results/acceleration/full/`` when
+  that run has them (``parts.csv``, the full profile since issue 24), else from
+  ``results/acceleration/full_ddim50/`` (its DDIM 50 block alone: ``scripts/bench_acceleration.py
+  --profile full --samplers ddim --steps 50 --rule-prompts 0 --out results/acceleration/full_ddim50``)
 - ``real_latency``: saved latency on the real architectures, per machine (``results/real_latency/*.md``,
   from ``scripts/real_latency.py``)
 - ``objectives``: the text-encoder objectives compared (``results/text_encoder_objectives.md``, from
@@ -61,9 +62,12 @@ def bench_focus() -> str:
     import pandas as pd
 
     sys.path.insert(0, str(ROOT))
-    from helpers.bench.summaries import composition_summary, latency_table, pareto_front, to_markdown
+    from helpers.bench.summaries import (composition_equivalence, composition_summary, composition_verdict,
+                                         latency_table, pareto_front, to_markdown)
 
-    folder = RESULTS / "acceleration" / "full_ddim50"
+    folder = RESULTS / "acceleration" / "full"
+    if not (folder / "parts.csv").exists():
+        folder = RESULTS / "acceleration" / "full_ddim50"
     if not (folder / "bench.csv").exists():
         return "Not measured yet (see the command in `scripts/update_readme_results.py`)."
     table, meta = pd.read_csv(folder / "bench.csv"), json.loads((folder / "meta.json").read_text())
@@ -78,11 +82,25 @@ def bench_focus() -> str:
     where = "; ".join(f"{c.removesuffix(' %').replace('_s', '')} {r[c]:.1f}%" for _, r in prof.iterrows()
                       for c in prof.columns if c.endswith(" %"))
     lines = "\n".join(f"- {x}" for x in composition_summary(table))
-    front = pareto_front(table, "saved_latency", "attribute_accuracy")
-    lines += (f"\n\nOn the front of saved latency against attribute accuracy: {'; '.join(front['method'])}. The adaptive "
-              f"stop (x̂0 criterion) is {'on' if (front['kind'] == 'adaptive').any() else 'not on'} it in this block.")
+    fronts = []
+    for (sampler, steps), block in table.groupby(["sampler", "steps"], sort=False):
+        front = pareto_front(block, "saved_latency", "attribute_accuracy")
+        fronts.append(f"- {sampler.upper()} N={steps}: {'; '.join(front['method'])}"
+                      + (" (the adaptive stop is on it)" if (front["kind"] == "adaptive").any() else ""))
+    n_adaptive = sum("adaptive stop is on" in f for f in fronts)
+    verdict = composition_verdict(table, folder)
+    eq = composition_equivalence(folder)
+    eq_text = "" if eq.empty else (
+        f"\n\nQuality per prompt on the shared rule's {int(eq['n'].iloc[0])} prompts (full CFG minus the method, "
+        "paired t, 95%; equivalent: inside ±3 pp):\n\n" + to_markdown(eq.assign(
+            **{"full CFG − method (pp) [95%]": [f"{d:.2f} [{lo:.2f}, {hi:.2f}]" for d, lo, hi in
+                                                 zip(eq["difference"], eq["lo"], eq["hi"])]})[
+            ["sampler", "steps", "method", "full CFG − method (pp) [95%]", "n", "equivalent"]]))
     return (head + "\n\n" + to_markdown(latency_table(table)) + f"\n\nWhere the full-CFG run's time goes: {where}."
-            + "\n\nComposition with DeepCache (quality: means over the prompts, no equivalence test):\n" + lines)
+            + f"\n\n**Composition rule** (`summaries.composition_verdict`, decided before the run): {verdict.to_text()}"
+            + eq_text + "\n\nComposition with DeepCache per block (quality: means over the block's prompts):\n" + lines
+            + f"\n\nOn the front of saved latency against attribute accuracy (the adaptive stop, x̂0 criterion, in "
+              f"{n_adaptive} of {len(fronts)} blocks):\n" + "\n".join(fronts))
 
 
 def real_latency() -> str:

@@ -387,15 +387,16 @@ def composition_verdict(table: pd.DataFrame, folder: Path, *, rule: Mapping[str,
     k = int(round(rule["k_fraction"] * steps))
     claim = "The paper's method composed with DeepCache is faster than DeepCache alone at full-CFG quality"
     rule_text = (f"{base_rule['sampler'].upper()} N={steps}: DeepCache (interval {rule['cache_interval']}) + "
-                 f"{rule['kind'].split('+')[1]} window after k={k} against DeepCache alone: same-round time saved "
+                 f"{'text' if rule['kind'].endswith('uncond') else 'guidance'} off after k={k} against DeepCache alone: same-round time saved "
                  f"relative to DeepCache, 95% interval above 0, and paired t of {base_rule['value']} (full CFG minus "
                  f"composed) inside ±{margin:g} pp")
     block = table[(table["sampler"].astype(str).str.lower() == base_rule["sampler"]) & (table["steps"] == steps)]
-    interval = block["cache_interval"] if "cache_interval" in block else pd.Series(np.nan, index=block.index)
+    interval = (block["cache_interval"] if "cache_interval" in block else  # older runs: read from the label
+                block["method"].str.extract(r"DeepCache \(interval (\d+)\)")[0].astype(float))
     comp = block[(block["kind"] == rule["kind"]) & (block["k"] == k) & (interval == rule["cache_interval"])]
     alone = block[(block["kind"] == "deepcache") & (interval == rule["cache_interval"])]
     if comp.empty or alone.empty:
-        nothing = Estimate(np.nan, np.nan, np.nan, 0, "not measured", rule["level"], " %")
+        nothing = Estimate(np.nan, np.nan, np.nan, 0, "not measured", rule["level"], "%")
         return verdicts.Verdict(claim, verdicts.INCONCLUSIVE, nothing, rule_text,
                                 f"{claim}: not measured in this run (no DeepCache or no {rule['kind']} row at "
                                 f"k={k}). Rule: {rule_text}. Verdict: INCONCLUSIVE — not measured.")
@@ -405,7 +406,7 @@ def composition_verdict(table: pd.DataFrame, folder: Path, *, rule: Mapping[str,
                   & times["method"].isin([c["method"], d["method"]])]
     rel = timing.ratio_table(times, baseline=d["method"], level=rule["level"]).set_index("method").loc[c["method"]]
     speed = Estimate(float(rel["saved_latency"]), float(rel["saved_lo"]), float(rel["saved_hi"]),
-                     int(rel["n_rounds"]), "median same-round ratio, bootstrap", rule["level"], " %")
+                     int(rel["n_rounds"]), "median same-round ratio, bootstrap", rule["level"], "%")
     eq = composition_equivalence(folder, margin, rule["level"])
     eq = eq[(eq["method"] == c["method"]) & (eq["steps"] == steps)]
     quality = None if eq.empty else Estimate(float(eq["difference"].iloc[0]), float(eq["lo"].iloc[0]),
