@@ -14,7 +14,8 @@ run side by side, interleaved in a shuffled order every round, each from the sam
 
 Each round runs ``--steps`` steps of every variant; per variant the median seconds per step and the
 median same-round ratio to ``baseline`` with a 95% bootstrap interval (``helpers.bench.timing``). The
-projection multiplies by the profile's 6000 steps. Run it alone (two torch jobs on 2 cores slow each other
+projection multiplies by the profile's 6000 steps (at ``--batch``; 64 is the profile's). Captions are
+tokenised outside the timed step (the script tokenises per step too: small). Run it alone (two torch jobs on 2 cores slow each other
 about tenfold). Writes ``results/training_profile/<machine>.{csv,md}``.
 
     python scripts/profile_unet_training.py                 # 5 rounds of 4 steps per variant
@@ -55,7 +56,9 @@ class Variant:
             self.unet = self.unet.to(memory_format=torch.channels_last)
         self.ema = EMAModel(self.unet.parameters(), decay=0.999, use_ema_warmup=True, inv_gamma=1.0, power=2 / 3)
         self.opt = torch.optim.AdamW(self.unet.parameters(), lr=5e-4, weight_decay=0.01)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / 200))
+        steps = 6000  # the full profile's schedule (warm-up, then cosine to half), as in stage_unet
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: min(1.0, (s + 1) / 200) * (0.5 + 0.5 * np.cos(np.pi * s / steps)))
         self.model = torch.compile(self.unet) if name == "compile" else self.unet
 
 

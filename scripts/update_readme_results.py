@@ -79,8 +79,9 @@ def bench_focus() -> str:
             f"batch of {meta['config']['batch_size']} timed; {meta['config']['repeats']} rounds for every method, "
             f"{meta['config']['focus_repeats']} for full CFG, the pre-registered k = N/2 and DeepCache (+ compositions). "
             "Intervals: 95% bootstrap over rounds of the median same-round value.")
-    where = "; ".join(f"{c.removesuffix(' %').replace('_s', '')} {r[c]:.1f}%" for _, r in prof.iterrows()
-                      for c in prof.columns if c.endswith(" %"))
+    where = "; ".join(f"{str(r['sampler']).upper()} N={r['steps']}: " + ", ".join(
+        f"{c.removesuffix(' %').replace('_s', '')} {r[c]:.1f}%" for c in prof.columns if c.endswith(" %"))
+        for _, r in prof.iterrows())
     lines = "\n".join(f"- {x}" for x in composition_summary(table))
     fronts = []
     for (sampler, steps), block in table.groupby(["sampler", "steps"], sort=False):

@@ -13,7 +13,7 @@ DC = "DeepCache (interval 3)"
 COMP = "DeepCache (interval 3) + text off after k=25 (uncond)"
 
 
-def _write(folder, speedup: float = 0.8, quality_shift: float = 0.0, noise: float = 0.0, rounds: int = 10,
+def _write(folder, speedup: float = 0.8, quality_shift: float = 0.0, alternate: float = 0.0, rounds: int = 10,
            n_prompts: int = 200, compose: bool = True):
     """A finished DDIM 50 block: full CFG 10 s, DeepCache 4 s, the composed method ``speedup`` x DeepCache;
     per prompt full CFG scores 0/100 and the composed method the same scores minus ``quality_shift``."""
@@ -21,9 +21,9 @@ def _write(folder, speedup: float = 0.8, quality_shift: float = 0.0, noise: floa
     times = []
     for r in range(rounds):
         jitter = 1 + 0.01 * rng.standard_normal()
-        for method, secs in (("full CFG", 10.0), (DC, 4.0), (COMP, 4.0 * speedup)):
-            times.append({"round": r, "method": method, "seconds": secs * jitter * (1 + noise * rng.standard_normal()),
-                          "sampler": "ddim", "steps": 50})
+        swing = 1 + (alternate if r % 2 else -alternate)  # the composed method's time swings round to round
+        for method, secs in (("full CFG", 10.0), (DC, 4.0), (COMP, 4.0 * speedup * swing)):
+            times.append({"round": r, "method": method, "seconds": secs * jitter, "sampler": "ddim", "steps": 50})
     times = pd.DataFrame(times)
     times.to_csv(folder / "times.csv", index=False)
     from helpers.bench import latency
@@ -97,9 +97,33 @@ def test_inconclusive_when_quality_interval_crosses_the_margin(tmp_path):
 
 
 def test_inconclusive_when_speed_interval_includes_zero(tmp_path):
-    table = _write(tmp_path, speedup=1.0, noise=0.05)
+    table = _write(tmp_path, speedup=1.0, alternate=0.05)  # ratios 0.95 and 1.05 in turn: the interval holds 0
     v = summaries.composition_verdict(table, tmp_path)
-    assert v.verdict == verdicts.INCONCLUSIVE and v.estimate.lo <= 0 <= v.estimate.hi
+    assert v.verdict == verdicts.INCONCLUSIVE and v.estimate.lo < 0 < v.estimate.hi
+    assert "speed interval includes 0" in v.sentence
+
+
+def test_not_supported_when_slower_even_without_per_prompt_quality(tmp_path):
+    table = _write(tmp_path, speedup=1.2, compose=False)
+    assert summaries.composition_verdict(table, tmp_path).verdict == verdicts.NOT_SUPPORTED
+
+
+def test_not_supported_when_far_better_than_full_cfg(tmp_path):
+    """Two-sided like the shared rule: a composed method far *above* full CFG is not equivalent either."""
+    table = _write(tmp_path, speedup=0.8)
+    comp = pd.read_csv(tmp_path / "compose_per_prompt.csv")
+    rule = pd.read_csv(tmp_path / "rule_per_prompt.csv")
+    rule["attribute accuracy %"] = np.where(rule["prompt"] < 40, 0.0, rule["attribute accuracy %"])
+    rule.to_csv(tmp_path / "rule_per_prompt.csv", index=False)
+    comp.to_csv(tmp_path / "compose_per_prompt.csv", index=False)
+    v = summaries.composition_verdict(table, tmp_path)
+    assert v.verdict == verdicts.NOT_SUPPORTED and v.details["quality_difference"].hi < -3
+
+
+def test_older_tables_pair_by_label(tmp_path):
+    table = _write(tmp_path).drop(columns=["cache_interval"])
+    assert summaries.composition_verdict(table, tmp_path).verdict == verdicts.SUPPORTED
+    assert "ahead" in summaries.composition_summary(table.assign(attribute_accuracy=90.0))[0]
 
 
 def test_inconclusive_without_per_prompt_quality_or_rows(tmp_path):

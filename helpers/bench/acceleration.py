@@ -406,16 +406,16 @@ def run_benchmark(config: BenchConfig, model_id: str | None = None, out: Path | 
             plot_examples(block.images, prompts, f"{sampler.upper()}, N={steps}").savefig(
                 out / f"examples_{sampler}_{steps}.png", dpi=110, bbox_inches="tight")
             plt.close("all")
-    if not main:
-        return out
+    # every process joins the rule's sharded generation (its gather waits for all); process 0 writes
     rule = rule_quality(pipe, config, records[:config.rule_prompts], toy, scorer, log)
+    composed = (composition_quality(pipe, config, records[:config.rule_prompts], toy, scorer, log)
+                if rule is not None else None)  # DeepCache alone and composed, paired with the rule's full CFG
     if not main:
         return out
     if rule is not None:
         rule.to_csv(out / "rule_per_prompt.csv", index=False)
-        composed = composition_quality(pipe, config, records[:config.rule_prompts], toy, scorer, log)
-        if composed is not None:  # DeepCache alone and composed, paired with the rule's full-CFG rows
-            composed.to_csv(out / "compose_per_prompt.csv", index=False)
+    if composed is not None:
+        composed.to_csv(out / "compose_per_prompt.csv", index=False)
     table = pd.concat([b.table for b in blocks], ignore_index=True)
     table.to_csv(out / "bench.csv", index=False)
     pd.concat([b.times for b in blocks]).to_csv(out / "times.csv", index=False)

@@ -341,7 +341,8 @@ def composition_equivalence(folder: Path, margin: float | None = None, level: fl
     Pairs ``compose_per_prompt.csv`` with the full-CFG rows of ``rule_per_prompt.csv`` (same prompts and
     seeds, the full profile) by prompt: one row per method with the paired-t difference full CFG − method
     (``difference, lo, hi, n``) and ``equivalent`` (the interval inside ±``margin``; default the shared
-    rule's margin, ``RULES["text_removal"]["margin"]``), ``worse`` (``lo > margin``). Empty without the files.
+    rule's margin, ``RULES["text_removal"]["margin"]``), ``worse`` (``lo > margin``: significantly below full
+    CFG; the verdict is two-sided, this column one-sided). Empty without the files.
     """
     rule = verdicts.RULES["text_removal"]
     margin = rule["margin"] if margin is None else margin
@@ -377,8 +378,9 @@ def composition_verdict(table: pd.DataFrame, folder: Path, *, rule: Mapping[str,
     same round (``times.csv``; median over rounds, 95% bootstrap interval, as every latency ratio here),
     ``ahead`` when the saving relative to DeepCache has its whole interval above 0, ``behind`` when below.
     Quality: :func:`composition_equivalence`'s paired t of full CFG − composed (the shared rule's prompts,
-    margin ±3 pp). SUPPORTED: ahead and equivalent; NOT SUPPORTED: behind, or worse beyond the margin;
-    else INCONCLUSIVE (also when the run lacks the per-prompt files: the quick profile).
+    margin ±3 pp, two-sided as the shared rule). SUPPORTED: ahead and equivalent; NOT SUPPORTED: behind,
+    or the quality difference significantly beyond ±margin (either side); else INCONCLUSIVE (also when the
+    run lacks the per-prompt files and is not behind: the quick profile).
     """
     rule = verdicts.RULES["composition"] if rule is None else rule
     base_rule = verdicts.RULES["text_removal"]
@@ -401,6 +403,8 @@ def composition_verdict(table: pd.DataFrame, folder: Path, *, rule: Mapping[str,
                                 f"{claim}: not measured in this run (no DeepCache or no {rule['kind']} row at "
                                 f"k={k}). Rule: {rule_text}. Verdict: INCONCLUSIVE — not measured.")
     c, d = comp.iloc[0], alone.iloc[0]
+    if not (Path(folder) / "times.csv").exists():
+        raise FileNotFoundError(f"{folder} has no times.csv: the composition's speed is read from its rounds.")
     times = pd.read_csv(Path(folder) / "times.csv")
     times = times[(times["sampler"] == c["sampler"]) & (times["steps"] == steps)
                   & times["method"].isin([c["method"], d["method"]])]
@@ -413,7 +417,7 @@ def composition_verdict(table: pd.DataFrame, folder: Path, *, rule: Mapping[str,
                                              float(eq["hi"].iloc[0]), int(eq["n"].iloc[0]), "paired t",
                                              rule["level"], " pp")
     ahead, behind = speed.lo > 0, speed.hi < 0
-    if quality is None:
+    if quality is None and not behind:
         verdict, reason = verdicts.INCONCLUSIVE, ("no per-prompt quality of the composition (compose_per_prompt.csv, "
                                                   "written by the full profile)")
     elif behind or quality.lo > margin or quality.hi < -margin:
@@ -426,8 +430,10 @@ def composition_verdict(table: pd.DataFrame, folder: Path, *, rule: Mapping[str,
         verdict, reason = verdicts.INCONCLUSIVE, ("the speed interval includes 0" if not ahead else
                                                   f"the quality interval crosses ±{margin:g} pp")
     q_text = "quality not measured per prompt" if quality is None else f"full CFG minus composed {quality}"
-    sentence = (f"{claim}: {c['method']} saves {_interval(c['saved_latency'], c['saved_lo'], c['saved_hi'])}% of "
-                f"full CFG's time against DeepCache alone's {_interval(d['saved_latency'], d['saved_lo'], d['saved_hi'])}%"
+    g = lambda r, col: float(r.get(col, np.nan))  # noqa: E731  (older tables lack the interval columns)
+    sentence = (f"{claim}: {c['method']} saves {_interval(g(c, 'saved_latency'), g(c, 'saved_lo'), g(c, 'saved_hi'))}% "
+                f"of full CFG's time against DeepCache alone's "
+                f"{_interval(g(d, 'saved_latency'), g(d, 'saved_lo'), g(d, 'saved_hi'))}%"
                 f"; relative to DeepCache in the same rounds it saves {speed}; {q_text}. Rule: {rule_text}. "
                 f"Verdict: {verdict} — {reason}.")
     return verdicts.Verdict(claim, verdict, speed, rule_text, sentence,
